@@ -28,6 +28,7 @@ __all__ = [
     "audio_block_tokens",
     "image_block_tokens",
     "smart_grid",
+    "smallest_grid",
     "fit_grid",
     "plan_image",
     "plan_video",
@@ -149,6 +150,13 @@ def smart_grid(height: int, width: int, min_pixels: int, max_pixels: int) -> tup
         rows = math.ceil(height * scale / GRID_PIXELS)
         cols = math.ceil(width * scale / GRID_PIXELS)
     return rows, cols
+
+
+def smallest_grid(height: int, width: int, min_pixels: int) -> tuple[int, int]:
+    """The grid Qwen's rule gives when it scales a frame up to ``min_pixels``: the smallest size the policy allows."""
+    _check_aspect(height, width)
+    scale = math.sqrt(min_pixels / (height * width))
+    return max(1, math.ceil(height * scale / GRID_PIXELS)), max(1, math.ceil(width * scale / GRID_PIXELS))
 
 
 def fit_grid(height: int, width: int, max_cells: int) -> tuple[int, int] | None:
@@ -339,7 +347,7 @@ def plan_video(
         raise ConfigError(f"frame_rate={frame_rate} must be positive")
     native_rows, native_cols = smart_grid(height, width, policy.min_pixels, policy.max_pixels)
     min_cells = math.ceil(policy.min_pixels / GRID_PIXELS**2)
-    smallest_rows, smallest_cols = smart_grid(height, width, policy.min_pixels, policy.min_pixels)
+    smallest_rows, smallest_cols = smallest_grid(height, width, policy.min_pixels)
     smallest_cells = smallest_rows * smallest_cols
 
     # The file's own frames bound every count; a single-frame file yields one frame (the processor pads it).
@@ -426,6 +434,7 @@ def plan_video(
         grid = fit_grid(height, width, video_budget // pairs) or (smallest_rows, smallest_cols)
         if grid[0] * grid[1] < smallest_cells:
             grid = (smallest_rows, smallest_cols)
+        pairs = min(pairs_max, video_budget // (grid[0] * grid[1]))
         return plan(4, f"budget binds: {pairs * 2} frames at the smallest size", pairs, *grid, audio_seconds)
 
     # Case 5: shorten the audio so the smallest video fits beside it.

@@ -1,0 +1,391 @@
+"""Real media files for tests, the demo and the benchmarks, written with PyAV.
+
+Every video frame can carry its own index as a binary code of large solid blocks (``frame_marker="index"``), so a
+frame's identity survives lossy compression and resizing; :func:`read_frame_index` reads it back from an RGB array.
+Layout of a marked frame (sizes relative to the frame):
+
+* top two thirds: ``MARKER_ROWS x MARKER_COLS`` cells, one bit each, most significant bit first (row-major); a set bit
+  is white (luma 235), a clear bit black (luma 16);
+* bottom third: a moving band pattern that gives the encoder something realistic to code (it carries no data).
+
+Audio signals are functions of time in seconds (``"tone"``, ``"chirp"``, ``"silence"`` or any callable
+``f(t: np.ndarray) -> np.ndarray``), so a test can tell which part of the track it got back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+import numpy as np
+
+__all__ = [
+    "MARKER_ROWS",
+    "MARKER_COLS",
+    "MAX_MARKED_FRAMES",
+    "AudioSignal",
+    "write_video",
+    "write_audio",
+    "read_frame_index",
+    "frame_schedule",
+    "chirp_frequency",
+    "write_text_as_video",
+    "write_zero_byte_file",
+    "truncate_file",
+    "corrupt_file",
+    "write_one_frame_video",
+    "write_extreme_aspect_video",
+    "write_long_audio",
+    "write_video_without_audio",
+]
+
+MARKER_ROWS = 2
+MARKER_COLS = 8
+MAX_MARKED_FRAMES = 2 ** (MARKER_ROWS * MARKER_COLS)  # 65,536: 36 minutes at 30 fps
+
+# Chirp defaults: a linear sweep across the whole track, below the 8 kHz Nyquist limit of 16 kHz audio.
+CHIRP_START_HZ = 200.0
+CHIRP_END_HZ = 3800.0
+
+AudioSignal = Literal["tone", "chirp", "silence"] | Callable[[np.ndarray], np.ndarray]
+
+# Per container: (video codec, audio codec, codec options for the video encoder).
+_X264_PRESET = "ultrafast"
+_CONTAINERS: dict[str, tuple[str, str]] = {
+    ".mp4": ("libx264", "aac"),
+    ".m4v": ("libx264", "aac"),
+    ".mov": ("libx264", "aac"),
+    ".mkv": ("libx264", "aac"),
+    ".webm": ("libvpx", "libopus"),
+}
+_AUDIO_CODECS: dict[str, str] = {
+    ".wav": "pcm_s16le",
+    ".m4a": "aac",
+    ".mp3": "libmp3lame",
+    ".flac": "flac",
+    ".ogg": "libvorbis",
+    ".opus": "libopus",
+    ".mka": "aac",
+}
+# VFR frame durations cycle through these multiples of 1/fps (mean 1.0), so pts are irregular but the average rate holds.
+_VFR_PATTERN = (0.5, 1.5, 1.0, 0.25, 1.75, 1.0)
+# Time base used for VFR pts (containers may rescale it, e.g. Matroska to milliseconds).
+_VFR_TIME_BASE = Fraction(1, 90_000)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Frame markers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _cell_bounds(height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """(y0, y1, x0, x1) of every marker cell, most significant bit first."""
+    code_height = (2 * height) // 3
+    bounds = []
+    for row in range(MARKER_ROWS):
+        y0, y1 = row * code_height // MARKER_ROWS, (row + 1) * code_height // MARKER_ROWS
+        for col in range(MARKER_COLS):
+            x0, x1 = col * width // MARKER_COLS, (col + 1) * width // MARKER_COLS
+            bounds.append((y0, y1, x0, x1))
+    return bounds
+
+
+def read_frame_index(rgb: np.ndarray) -> int:
+    """The index a marked frame carries, read from an RGB (or grey) array of any size (``H x W`` at least 6 x 16).
+
+    Each cell's bit is the mean brightness of its central half compared with mid-grey, which survives compression,
+    scaling and colour conversion.
+    """
+    array = np.asarray(rgb)
+    if array.ndim == 3:
+        array = array[..., :3].mean(axis=2)
+    if array.ndim != 2 or array.shape[0] < 6 or array.shape[1] < 2 * MARKER_COLS:
+        raise ValueError(f"expected an H x W (x 3) frame at least 6 x {2 * MARKER_COLS}, got shape {np.shape(rgb)}")
+    value = 0
+    for y0, y1, x0, x1 in _cell_bounds(*array.shape):
+        dy, dx = max((y1 - y0) // 4, 0), max((x1 - x0) // 4, 0)
+        cell = array[y0 + dy : max(y1 - dy, y0 + dy + 1), x0 + dx : max(x1 - dx, x0 + dx + 1)]
+        value = (value << 1) | int(cell.mean() > 128)
+    return value
+
+
+class _FramePainter:
+    """Paints yuv420p frames into one reused buffer: marker cells on top, a moving band pattern below."""
+
+    def __init__(self, width: int, height: int, marker: bool) -> None:
+        self.width, self.height, self.marker = width, height, marker
+        self.buffer = np.full((height * 3 // 2, width), 128, dtype=np.uint8)
+        self.cells = _cell_bounds(height, width) if marker else []
+        self.band_top = (2 * height) // 3 if marker else 0
+        band_height = height - self.band_top
+        period = 64
+        x = np.arange(width + period)
+        y = np.arange(band_height)[:, None]
+        self.band = (128 + 90 * np.sin(2 * np.pi * (x[None, :] / period + y / (3.0 * period)))).astype(np.uint8)
+        self.period = period
+        self.last_bits: int | None = None
+
+    def paint(self, index: int) -> np.ndarray:
+        luma = self.buffer[: self.height]
+        if self.marker and index != self.last_bits:
+            for bit, (y0, y1, x0, x1) in enumerate(self.cells):
+                on = (index >> (len(self.cells) - 1 - bit)) & 1
+                luma[y0:y1, x0:x1] = 235 if on else 16
+            self.last_bits = index
+        offset = (4 * index) % self.period
+        luma[self.band_top :] = self.band[:, offset : offset + self.width]
+        return self.buffer
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Signals and schedules
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def chirp_frequency(t: float | np.ndarray, duration: float) -> float | np.ndarray:
+    """Instantaneous frequency (Hz) at time ``t`` of the ``"chirp"`` signal of a track ``duration`` seconds long."""
+    return CHIRP_START_HZ + (CHIRP_END_HZ - CHIRP_START_HZ) * np.asarray(t) / duration
+
+
+def _signal_function(signal: AudioSignal, *, duration: float, tone_hz: float) -> Callable[[np.ndarray], np.ndarray]:
+    if callable(signal):
+        return signal
+    if signal == "tone":
+        return lambda t: 0.5 * np.sin(2 * np.pi * tone_hz * t)
+    if signal == "chirp":
+        slope = (CHIRP_END_HZ - CHIRP_START_HZ) / duration
+        return lambda t: 0.5 * np.sin(2 * np.pi * (CHIRP_START_HZ * t + 0.5 * slope * t * t))
+    if signal == "silence":
+        return lambda t: np.zeros_like(t)
+    raise ValueError(
+        f"Invalid audio signal ({signal!r}). Supported values are 'tone', 'chirp', 'silence' or a callable."
+    )
+
+
+def frame_schedule(frames: int, fps: float, *, vfr: bool = False) -> list[float]:
+    """Presentation times (seconds) :func:`write_video` gives its frames (before any container rounding)."""
+    if not vfr:
+        return [index / fps for index in range(frames)]
+    times, now = [], 0.0
+    for index in range(frames):
+        times.append(now)
+        now += _VFR_PATTERN[index % len(_VFR_PATTERN)] / fps
+    return times
+
+
+class _AudioWriter:
+    """Feeds an audio encoder in fixed-size frames, in step with the video so the muxer interleaves the streams."""
+
+    def __init__(self, container, codec: str, *, rate: int, channels: int, function, total_seconds: float) -> None:
+        layout = "mono" if channels == 1 else "stereo"
+        self.stream = container.add_stream(codec, rate=rate, layout=layout)
+        self.container, self.rate, self.channels, self.function = container, rate, channels, function
+        self.total = int(round(total_seconds * rate))
+        self.written = 0
+        self.chunk = 1024
+
+    def write_until(self, seconds: float) -> None:
+        target = min(self.total, int(round(seconds * self.rate)))
+        while self.written < target:
+            count = min(self.chunk, self.total - self.written)
+            t = (self.written + np.arange(count)) / self.rate
+            mono = np.asarray(self.function(t), dtype=np.float32).reshape(count)
+            data = np.repeat(mono[None, :], self.channels, axis=0)
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(data), format="fltp", layout="mono" if self.channels == 1 else "stereo"
+            )
+            frame.sample_rate = self.rate
+            frame.pts = self.written
+            frame.time_base = Fraction(1, self.rate)
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
+            self.written += count
+
+    def finish(self) -> None:
+        self.write_until(self.total / self.rate)
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Writers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def write_video(
+    path: str | os.PathLike,
+    *,
+    width: int = 320,
+    height: int = 240,
+    fps: float = 30.0,
+    duration: float = 4.0,
+    gop: int | None = None,
+    audio: bool = True,
+    audio_sample_rate: int = 16_000,
+    audio_channels: int = 1,
+    audio_signal: AudioSignal = "tone",
+    tone_hz: float = 440.0,
+    vfr: bool = False,
+    frame_marker: Literal["index"] | None = "index",
+    bframes: int = 0,
+    video_codec: str | None = None,
+    audio_codec: str | None = None,
+) -> Path:
+    """Write a ``duration``-second video of ``round(duration * fps)`` frames (at least one) and return its path.
+
+    The container follows the suffix: ``.mp4``/``.m4v``/``.mov`` and ``.mkv`` hold H.264 + AAC, ``.webm`` VP8 + Opus
+    (``video_codec``/``audio_codec`` override). ``gop`` is the keyframe interval in frames (default ``2 * fps``, fixed:
+    no scene-cut keyframes). ``vfr`` gives frames irregular durations (see :func:`frame_schedule`). ``bframes`` > 0
+    makes H.264 reorder frames (decode order differs from presentation order). Audio covers the whole duration.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _CONTAINERS:
+        raise ValueError(f"Unsupported video suffix ({suffix!r}). Supported values are {', '.join(_CONTAINERS)}.")
+    if width < 2 or height < 2 or width % 2 or height % 2:
+        raise ValueError(f"width and height must be even and at least 2, got {width}x{height}")
+    default_video, default_audio = _CONTAINERS[suffix]
+    vcodec, acodec = video_codec or default_video, audio_codec or default_audio
+    frames = max(1, round(duration * fps))
+    if frame_marker == "index" and frames > MAX_MARKED_FRAMES:
+        raise ValueError(f"{frames} frames exceed the {MAX_MARKED_FRAMES} a frame marker can number")
+    gop = max(1, int(gop if gop is not None else round(2 * fps)))
+    times = frame_schedule(frames, fps, vfr=vfr)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        rate = Fraction(fps).limit_denominator(1001)
+        stream = container.add_stream(vcodec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if vcodec == "libx264":
+            stream.options = {
+                "preset": _X264_PRESET,
+                "crf": "23",
+                "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}",
+            }
+        elif vcodec in ("libvpx", "libvpx-vp9"):
+            stream.options = {"deadline": "realtime", "cpu-used": "8", "g": str(gop), "keyint_min": str(gop), "b": "1M"}
+        else:
+            stream.codec_context.gop_size = gop
+        time_base = _VFR_TIME_BASE if vfr else Fraction(1) / rate
+        stream.codec_context.time_base = time_base
+        stream.time_base = time_base
+        writer = None
+        if audio:
+            writer = _AudioWriter(
+                container,
+                acodec,
+                rate=audio_sample_rate,
+                channels=audio_channels,
+                function=_signal_function(audio_signal, duration=duration, tone_hz=tone_hz),
+                total_seconds=duration,
+            )
+        painter = _FramePainter(width, height, frame_marker == "index")
+        for index, seconds in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(painter.paint(index), format="yuv420p")
+            frame.pts = int(round(seconds / time_base)) if vfr else index
+            frame.time_base = time_base
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            if writer is not None:
+                writer.write_until(seconds + 1.0 / fps)
+        for packet in stream.encode(None):
+            container.mux(packet)
+        if writer is not None:
+            writer.finish()
+    return path
+
+
+def write_audio(
+    path: str | os.PathLike,
+    *,
+    duration: float,
+    sample_rate: int = 16_000,
+    channels: int = 1,
+    signal: AudioSignal = "tone",
+    tone_hz: float = 440.0,
+) -> Path:
+    """Write an audio-only file (``.wav``, ``.m4a``, ``.mp3``, ``.flac``, ``.ogg``, ``.opus`` or ``.mka``)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _AUDIO_CODECS:
+        raise ValueError(f"Unsupported audio suffix ({suffix!r}). Supported values are {', '.join(_AUDIO_CODECS)}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        writer = _AudioWriter(
+            container,
+            _AUDIO_CODECS[suffix],
+            rate=sample_rate,
+            channels=channels,
+            function=_signal_function(signal, duration=duration, tone_hz=tone_hz),
+            total_seconds=duration,
+        )
+        writer.chunk = 4096 if suffix in (".wav", ".flac") else 1024
+        writer.finish()
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Bad and unusual inputs
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def write_text_as_video(path: str | os.PathLike, text: str = "this is a text file, not a video\n") -> Path:
+    """A plain text file under a video name (e.g. ``notes.mp4``)."""
+    path = Path(path)
+    path.write_text(text * 64)
+    return path
+
+
+def write_zero_byte_file(path: str | os.PathLike) -> Path:
+    """An empty file under a media name."""
+    path = Path(path)
+    path.write_bytes(b"")
+    return path
+
+
+def truncate_file(source: str | os.PathLike, target: str | os.PathLike, *, keep: float = 0.5) -> Path:
+    """Copy the first ``keep`` fraction of ``source``'s bytes to ``target`` (a download cut short)."""
+    data = Path(source).read_bytes()
+    target = Path(target)
+    target.write_bytes(data[: max(1, int(len(data) * keep))])
+    return target
+
+
+def corrupt_file(
+    source: str | os.PathLike, target: str | os.PathLike, *, start: float = 0.1, end: float = 1.0, seed: int = 0
+) -> Path:
+    """Copy ``source`` to ``target`` with the bytes between fractions ``start`` and ``end`` replaced by noise."""
+    data = bytearray(Path(source).read_bytes())
+    lo, hi = int(len(data) * start), int(len(data) * end)
+    data[lo:hi] = np.random.default_rng(seed).integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
+    target = Path(target)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def write_one_frame_video(path: str | os.PathLike, *, width: int = 320, height: int = 240, fps: float = 30.0) -> Path:
+    """A video holding a single frame (and no audio)."""
+    return write_video(path, width=width, height=height, fps=fps, duration=1.0 / fps, audio=False)
+
+
+def write_extreme_aspect_video(
+    path: str | os.PathLike, *, width: int = 1000, height: int = 24, duration: float = 1.0
+) -> Path:
+    """A very elongated video, unmarked (the markers need room). 1000x24 (41.7:1) is still accepted by Qwen's resize
+    rule; pass e.g. 5000x24 (208:1) for one beyond its 200:1 limit."""
+    return write_video(path, width=width, height=height, duration=duration, audio=False, frame_marker=None)
+
+
+def write_long_audio(path: str | os.PathLike, *, minutes: float = 10.0, signal: AudioSignal = "chirp") -> Path:
+    """A long audio-only track (default ten minutes of chirp)."""
+    return write_audio(path, duration=60.0 * minutes, signal=signal)
+
+
+def write_video_without_audio(path: str | os.PathLike, **options) -> Path:
+    """A marked video with no audio stream (same options as :func:`write_video`)."""
+    return write_video(path, audio=False, **options)
