@@ -1,0 +1,95 @@
+"""The token arithmetic against the real ``Qwen2_5OmniProcessor`` as the oracle: build inputs of the planned size, run
+the processor, count the tokens it produced."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from omni_lmms_plugin.budget import (
+    AUDIO_SAMPLE_RATE,
+    audio_block_tokens,
+    image_block_tokens,
+    plan_image,
+    video_block_tokens,
+)
+
+SYSTEM = [{"role": "system", "content": [{"type": "text", "text": "You are a test."}]}]
+
+
+def _prompt(processor, kinds: list[str]) -> tuple[str, int]:
+    """The templated text and its tokens without the media blocks (bos + placeholder + eos per item)."""
+    content = [{"type": kind} for kind in kinds] + [{"type": "text", "text": "What happens?"}]
+    text = processor.apply_chat_template([*SYSTEM, {"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+    count = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+    return text, count - 3 * len(kinds)
+
+
+def _video_tokens_from_processor(processor, frames: int, height: int, width: int, samples: int) -> int:
+    text, prompt = _prompt(processor, ["video"])
+    video = np.zeros((frames, height, width, 3), dtype=np.uint8)
+    kwargs = {"text": [text], "videos": [video], "videos_kwargs": {"do_resize": False, "fps": 2.0}, "return_tensors": "pt"}
+    if samples:
+        kwargs.update(audio=[np.zeros(samples, dtype=np.float32)], audio_from_video_indices=[0], load_audio_from_video=True)
+    batch = processor(**kwargs)
+    grid = batch["video_grid_thw"][0].tolist()
+    assert grid[1:] == [height // 14, width // 14], "the processor resized frames that were already planned"
+    return int(batch["input_ids"].shape[1]) - prompt
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    frames=st.integers(1, 12),
+    rows=st.integers(1, 14),
+    cols=st.integers(1, 14),
+    seconds=st.one_of(st.just(0.0), st.floats(0.02, 30.0)),
+)
+def test_video_blocks_match_the_processor(processor, frames, rows, cols, seconds):
+    samples = int(round(seconds * AUDIO_SAMPLE_RATE))
+    expected = video_block_tokens(frames, rows * 28, cols * 28, samples)
+    assert _video_tokens_from_processor(processor, frames, rows * 28, cols * 28, samples) == expected
+
+
+@pytest.mark.parametrize("seconds", [299.99, 300.0, 300.5, 420.0])
+def test_audio_in_video_past_300_s_counts_what_the_extractor_keeps(processor, seconds):
+    samples = int(seconds * AUDIO_SAMPLE_RATE)
+    assert _video_tokens_from_processor(processor, 4, 56, 56, samples) == video_block_tokens(4, 56, 56, samples)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seconds=st.one_of(st.floats(0.01, 60.0), st.sampled_from([299.0, 300.0, 301.0, 360.0])))
+def test_standalone_audio_blocks_match_the_processor(processor, seconds):
+    samples = max(1, int(round(seconds * AUDIO_SAMPLE_RATE)))
+    text, prompt = _prompt(processor, ["audio"])
+    batch = processor(text=[text], audio=[np.zeros(samples, dtype=np.float32)], return_tensors="pt")
+    assert int(batch["input_ids"].shape[1]) - prompt == audio_block_tokens(samples)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(width=st.integers(30, 1500), height=st.integers(30, 1500))
+def test_image_blocks_match_the_processor(processor, width, height):
+    size = processor.image_processor.size
+    planned_h, planned_w, expected = plan_image(height, width, min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"])
+    text, prompt = _prompt(processor, ["image"])
+    batch = processor(text=[text], images=[Image.new("RGB", (width, height))], return_tensors="pt")
+    assert batch["image_grid_thw"][0].tolist()[1:] == [planned_h // 14, planned_w // 14]
+    assert int(batch["input_ids"].shape[1]) - prompt == expected == image_block_tokens(planned_h, planned_w)
+
+
+def test_several_media_in_one_prompt_add_up(processor):
+    text, prompt = _prompt(processor, ["image", "audio", "video"])
+    batch = processor(
+        text=[text],
+        images=[Image.new("RGB", (100, 80))],
+        audio=[np.zeros(48_000, dtype=np.float32)],
+        videos=[np.zeros((6, 84, 112, 3), dtype=np.uint8)],
+        videos_kwargs={"do_resize": False, "fps": 1.0},
+        return_tensors="pt",
+    )
+    size = processor.image_processor.size
+    image = plan_image(80, 100, min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"])[2]
+    expected = image + audio_block_tokens(48_000) + video_block_tokens(6, 84, 112)
+    assert int(batch["input_ids"].shape[1]) - prompt == expected
