@@ -1,0 +1,111 @@
+"""Memory-lean generation gives the same answers: grouped vision encoding equals one-pass encoding, last-position
+logits give the same greedy output as full logits; and the OOM policy retries smaller."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from omni_lmms_plugin import generation as gen
+from omni_lmms_plugin.errors import ConfigError, MediaError
+
+
+@pytest.fixture(scope="module")
+def thinker(tiny_7b):
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(tiny_7b, dtype=torch.float32).eval()
+    return model
+
+
+def _video_inputs(processor, frames: int = 12, height: int = 56, width: int = 84, with_audio: bool = True):
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 255, size=(frames, height, width, 3), dtype=np.uint8)
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Describe."}]}]
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    kwargs = {"text": [text], "videos": [video], "videos_kwargs": {"do_resize": False, "fps": 2.0}, "return_tensors": "pt"}
+    if with_audio:
+        audio = rng.standard_normal(16_000 * frames // 2).astype(np.float32) * 0.1
+        kwargs.update(audio=[audio], audio_from_video_indices=[0], load_audio_from_video=True)
+    return processor(**kwargs)
+
+
+def test_grouped_vision_encoding_equals_one_pass(thinker, processor):
+    batch = _video_inputs(processor, frames=14, with_audio=False)
+    pixels, grid = batch["pixel_values_videos"], batch["video_grid_thw"]
+    with torch.inference_mode():
+        one_pass = thinker.model.get_video_features(pixels, grid, return_dict=True).pooler_output
+    original = thinker.model.get_video_features
+    try:
+        gen.install_grouped_vision_encoding(thinker, group_frames=4)
+        with torch.inference_mode():
+            grouped = thinker.model.get_video_features(pixels, grid).pooler_output
+    finally:
+        thinker.model.get_video_features = original
+    assert len(grouped) == len(one_pass) == 1
+    assert grouped[0].shape == one_pass[0].shape
+    torch.testing.assert_close(grouped[0], one_pass[0], rtol=1e-5, atol=1e-5)
+
+
+def test_last_position_logits_give_the_same_greedy_answer(thinker, processor):
+    batch = _video_inputs(processor)
+    params = gen.GenerationParams(max_new_tokens=12)
+    full, _ = gen.run_generate(thinker, dict(batch), params, use_audio_in_video=True, tokenizer=processor.tokenizer)
+    handle = gen.install_last_position_logits(thinker)
+    try:
+        with torch.inference_mode():
+            logits = thinker(**batch, use_audio_in_video=True).logits
+        lean, _ = gen.run_generate(thinker, dict(batch), params, use_audio_in_video=True, tokenizer=processor.tokenizer)
+    finally:
+        handle.remove()
+    assert logits.shape[1] == 1, "prefill computed logits for every position"
+    assert lean == full
+
+
+def test_generation_params_translate_lmms_kwargs_once():
+    params = gen.GenerationParams.from_lmms({"until": "\n\n", "temperature": 0, "max_new_tokens": 7, "image_aspect_ratio": "pad"}, 512)
+    assert params.until == ("\n\n",) and params.max_new_tokens == 7 and not params.do_sample
+    assert params.to_hf()["do_sample"] is False
+    assert gen.GenerationParams.from_lmms({"temperature": 0.7}, 32).to_hf()["temperature"] == 0.7
+    assert params.cut_at_stop("B\n\nbecause") == "B"
+    with pytest.raises(ConfigError, match="unsupported generation_kwargs: bogus"):
+        gen.GenerationParams.from_lmms({"bogus": 1}, 32)
+
+
+def test_out_of_memory_retries_with_a_smaller_budget_then_answers():
+    seen = []
+
+    class Result:
+        answer = "A"
+
+    def attempt(a: gen.Attempt):
+        seen.append(a.budget_scale)
+        if len(seen) < 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+        return Result()
+
+    outcome = gen.run_with_retries(attempt, oom_retries=3, shrink=0.5)
+    assert outcome.answer == "A" and outcome.failure is None
+    assert seen == [1.0, 0.5, 0.25]
+    assert [a.outcome for a in outcome.attempts] == ["out_of_memory", "out_of_memory", "answered"]
+
+
+def test_out_of_memory_on_every_attempt_is_an_explicit_failure():
+    def attempt(a):
+        raise RuntimeError("CUDA error: out of memory")
+
+    outcome = gen.run_with_retries(attempt, oom_retries=2, shrink=0.5)
+    assert outcome.answer is None and "out of memory on all 3 attempts" in outcome.failure
+    assert len(outcome.attempts) == 3
+
+
+def test_media_errors_are_not_retried():
+    calls = []
+
+    def attempt(a):
+        calls.append(a)
+        raise MediaError("/data/x.mp4", "moov atom not found")
+
+    outcome = gen.run_with_retries(attempt, oom_retries=3, shrink=0.5)
+    assert len(calls) == 1 and "x.mp4" in outcome.failure
