@@ -17,3 +17,7 @@ def process_results(doc, results):
     answer = results[0]
     failed = is_failure_answer(answer)
     return {"accuracy": float(not failed and answer.strip()[:1] == doc["answer"]), "omni_failed": int(failed)}
+
+
+def count(items):
+    return sum(items)
