@@ -79,10 +79,13 @@ class Qwen25OmniSafe(lmms):
         ):
             logger.warning("CUDA was initialised before qwen2_5_omni_safe loaded; expandable segments may be off")
 
-        self.accelerator = Accelerator()
-        self._rank = self.accelerator.process_index
-        self._world_size = self.accelerator.num_processes
+        # One full model per rank (data parallel). Ranks come from the launcher's environment, as lmms-eval shards
+        # documents by them; LOCAL_RANK picks the GPU.
+        self._local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self._rank = int(os.environ.get("RANK", 0))
+        self._world_size = int(os.environ.get("WORLD_SIZE", 1))
         self._device = self._choose_device()
+        self.accelerator = Accelerator(cpu=self._device.type == "cpu")
         self.dtype = self._choose_dtype()
         self.attn_implementation = self._choose_attention()
 
@@ -132,7 +135,7 @@ class Qwen25OmniSafe(lmms):
     def _choose_device(self) -> torch.device:
         choice = self.config.device
         if choice in ("auto", "cuda") and torch.cuda.is_available():
-            return torch.device(f"cuda:{self.accelerator.local_process_index}")
+            return torch.device(f"cuda:{self._local_rank}")
         if choice in ("auto", "cpu") or (choice == "cuda" and not torch.cuda.is_available()):
             if choice == "cuda":
                 raise ConfigError("device=cuda was asked for but torch sees no CUDA device; use device=cpu or auto")

@@ -23,7 +23,9 @@ SYSTEM = [{"role": "system", "content": [{"type": "text", "text": "You are a tes
 def _prompt(processor, kinds: list[str]) -> tuple[str, int]:
     """The templated text and its tokens without the media blocks (bos + placeholder + eos per item)."""
     content = [{"type": kind} for kind in kinds] + [{"type": "text", "text": "What happens?"}]
-    text = processor.apply_chat_template([*SYSTEM, {"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+    text = processor.apply_chat_template(
+        [*SYSTEM, {"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+    )
     count = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
     return text, count - 3 * len(kinds)
 
@@ -31,9 +33,16 @@ def _prompt(processor, kinds: list[str]) -> tuple[str, int]:
 def _video_tokens_from_processor(processor, frames: int, height: int, width: int, samples: int) -> int:
     text, prompt = _prompt(processor, ["video"])
     video = np.zeros((frames, height, width, 3), dtype=np.uint8)
-    kwargs = {"text": [text], "videos": [video], "videos_kwargs": {"do_resize": False, "fps": 2.0}, "return_tensors": "pt"}
+    kwargs = {
+        "text": [text],
+        "videos": [video],
+        "videos_kwargs": {"do_resize": False, "fps": 2.0},
+        "return_tensors": "pt",
+    }
     if samples:
-        kwargs.update(audio=[np.zeros(samples, dtype=np.float32)], audio_from_video_indices=[0], load_audio_from_video=True)
+        kwargs.update(
+            audio=[np.zeros(samples, dtype=np.float32)], audio_from_video_indices=[0], load_audio_from_video=True
+        )
     batch = processor(**kwargs)
     grid = batch["video_grid_thw"][0].tolist()
     assert grid[1:] == [height // 14, width // 14], "the processor resized frames that were already planned"
@@ -72,7 +81,9 @@ def test_standalone_audio_blocks_match_the_processor(processor, seconds):
 @given(width=st.integers(30, 1500), height=st.integers(30, 1500))
 def test_image_blocks_match_the_processor(processor, width, height):
     size = processor.image_processor.size
-    planned_h, planned_w, expected = plan_image(height, width, min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"])
+    planned_h, planned_w, expected = plan_image(
+        height, width, min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"]
+    )
     text, prompt = _prompt(processor, ["image"])
     batch = processor(text=[text], images=[Image.new("RGB", (width, height))], return_tensors="pt")
     assert batch["image_grid_thw"][0].tolist()[1:] == [planned_h // 14, planned_w // 14]

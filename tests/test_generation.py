@@ -24,7 +24,12 @@ def _video_inputs(processor, frames: int = 12, height: int = 56, width: int = 84
     video = rng.integers(0, 255, size=(frames, height, width, 3), dtype=np.uint8)
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Describe."}]}]
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    kwargs = {"text": [text], "videos": [video], "videos_kwargs": {"do_resize": False, "fps": 2.0}, "return_tensors": "pt"}
+    kwargs = {
+        "text": [text],
+        "videos": [video],
+        "videos_kwargs": {"do_resize": False, "fps": 2.0},
+        "return_tensors": "pt",
+    }
     if with_audio:
         audio = rng.standard_normal(16_000 * frames // 2).astype(np.float32) * 0.1
         kwargs.update(audio=[audio], audio_from_video_indices=[0], load_audio_from_video=True)
@@ -64,7 +69,9 @@ def test_last_position_logits_give_the_same_greedy_answer(thinker, processor):
 
 
 def test_generation_params_translate_lmms_kwargs_once():
-    params = gen.GenerationParams.from_lmms({"until": "\n\n", "temperature": 0, "max_new_tokens": 7, "image_aspect_ratio": "pad"}, 512)
+    params = gen.GenerationParams.from_lmms(
+        {"until": "\n\n", "temperature": 0, "max_new_tokens": 7, "image_aspect_ratio": "pad"}, 512
+    )
     assert params.until == ("\n\n",) and params.max_new_tokens == 7 and not params.do_sample
     assert params.to_hf()["do_sample"] is False
     assert gen.GenerationParams.from_lmms({"temperature": 0.7}, 32).to_hf()["temperature"] == 0.7
