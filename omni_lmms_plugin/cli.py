@@ -69,6 +69,20 @@ def _cmd_tasks_dir(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.output)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import collect, render
+
+    findings = collect()
+    print(render(findings))
+    return 1 if any(finding.level == "error" for finding in findings) else 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omni-lmms", description="Qwen2.5-Omni video evaluation for lmms-eval, within an exact token budget."
@@ -91,6 +105,15 @@ def _build_parser() -> argparse.ArgumentParser:
 
     tasks_dir = commands.add_parser("tasks-dir", help="print the folder to pass to lmms-eval as --include_path")
     tasks_dir.set_defaults(run=_cmd_tasks_dir)
+
+    demo = commands.add_parser(
+        "demo", help="run the real lmms-eval CLI on a tiny random model and generated videos (CPU)"
+    )
+    demo.add_argument("--output", default=None, help="run folder (default: a new temporary folder)")
+    demo.set_defaults(run=_cmd_demo)
+
+    doctor = commands.add_parser("doctor", help="check versions, GPUs, the allocator setting and the registration")
+    doctor.set_defaults(run=_cmd_doctor)
     return parser
 
 

@@ -12,12 +12,12 @@ from e2e import (
     lmms_eval,
     lmms_eval_args,
     logged_samples,
-    make_smoke_task,
     provenance,
     results,
     run,
 )
 
+from omni_lmms_plugin.demo import write_demo_task
 from omni_lmms_plugin.provenance import FAILURE_PREFIX
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def task_dir(tmp_path_factory):
-    return make_smoke_task(tmp_path_factory.mktemp("smoke") / "task")
+    return write_demo_task(tmp_path_factory.mktemp("demo") / "task")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def first_run(tiny_7b, task_dir, tmp_path_factory):
 
 
 def test_the_cli_writes_results_samples_and_provenance(first_run):
-    metrics = results(first_run)["results"]["omni_smoke"]
+    metrics = results(first_run)["results"]["omni_demo"]
     assert "accuracy,none" in metrics and metrics["omni_failed,none"] == 0
     samples = logged_samples(first_run)
     assert sorted(s["doc_id"] for s in samples) == [0, 1, 2, 3]
@@ -77,7 +77,7 @@ def test_injected_out_of_memory_is_retried_smaller_and_recorded(tiny_7b, task_di
         assert attempts[1]["budget_scale"] < attempts[0]["budget_scale"]
         assert records[doc_id]["tokens"]["budget"] < records[1]["tokens"]["budget"] + 100
     assert [a["outcome"] for a in records[1]["attempts"]] == ["answered"]
-    assert results(tmp_path)["results"]["omni_smoke"]["omni_failed,none"] == 0
+    assert results(tmp_path)["results"]["omni_demo"]["omni_failed,none"] == 0
 
 
 def test_out_of_memory_past_the_retries_is_an_explicit_counted_failure(tiny_7b, task_dir, tmp_path):
@@ -88,7 +88,7 @@ def test_out_of_memory_past_the_retries_is_an_explicit_counted_failure(tiny_7b, 
     assert records[1]["status"] == "failed" and "out of memory" in records[1]["failure"]
     sample = next(s for s in logged_samples(tmp_path) if s["doc_id"] == 1)
     assert answer_of(sample).startswith(FAILURE_PREFIX)
-    assert results(tmp_path)["results"]["omni_smoke"]["omni_failed,none"] == 1
+    assert results(tmp_path)["results"]["omni_demo"]["omni_failed,none"] == 1
 
 
 def test_data_parallel_under_accelerate_answers_every_sample_once(tiny_7b, task_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""doc_to_* functions of the end-to-end smoke task."""
+"""doc_to_* functions of the demo task (a copy of this folder is what lmms-eval loads)."""
 
 import os
 
@@ -6,7 +6,9 @@ from omni_lmms_plugin.provenance import is_failure_answer
 
 
 def doc_to_visual(doc):
-    return [os.path.join(os.path.dirname(os.path.abspath(__file__)), doc["video"])] if doc["video"] else []
+    if not doc["video"]:
+        return []
+    return [os.path.join(os.path.dirname(os.path.abspath(__file__)), doc["video"])]
 
 
 def doc_to_text(doc):
@@ -20,4 +22,5 @@ def process_results(doc, results):
 
 
 def count(items):
-    return sum(items)
+    """Number of failed samples (lmms-eval has no built-in sum aggregation)."""
+    return int(sum(items))
