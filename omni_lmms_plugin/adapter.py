@@ -266,10 +266,14 @@ class Qwen25OmniSafe(lmms):
     def _unpack(self, index: int, instance: Any) -> Request:
         context, gen_kwargs, doc_to_visual, doc_id, task, split = instance.args
         doc = self.task_dict[task][split][doc_id]
-        visuals = doc_to_visual(doc) if doc_to_visual is not None else []
+        visual_error = None
+        try:
+            visuals = doc_to_visual(doc) if doc_to_visual is not None else []
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - a task's broken doc_to_visual fails this sample only
+            visuals, visual_error = [], f"the task's doc_to_visual raised {type(error).__name__}: {error}"
         if not isinstance(visuals, (list, tuple)):
             visuals = [visuals]
-        return Request(index, context, dict(gen_kwargs or {}), list(visuals), doc_id, task, split)
+        return Request(index, context, dict(gen_kwargs or {}), list(visuals), doc_id, task, split, visual_error)
 
     def _generation_settings(self, request: Request) -> tuple[gen.GenerationParams, TaskVideoOverrides]:
         generation_kwargs, overrides = split_generation_kwargs(request.gen_kwargs)
@@ -380,10 +384,8 @@ class Qwen25OmniSafe(lmms):
 
         def attempt_fn(attempt: gen.Attempt) -> _Answered:
             params, overrides = self._generation_settings(request)
-            policy.update(
-                self.config.video_policy(overrides).__dict__,
-                use_audio_in_video=overrides.use_audio_in_video or self.config.use_audio_in_video,
-            )
+            chosen = {k: v for k, v in self.config.video_policy(overrides).__dict__.items() if k != "use_audio"}
+            policy.update(chosen, use_audio_in_video=overrides.use_audio_in_video or self.config.use_audio_in_video)
             inputs = prepared.get() if attempt.index == 0 else self._prepare(request, attempt.budget_scale)
             return self._generate(request, inputs, attempt, params)
 

@@ -56,6 +56,7 @@ class Request:
     doc_id: int | str
     task: str
     split: str
+    visual_error: str | None = None
 
     def key(self) -> str:
         """Identifies the request across runs: task, doc, prompt, generation kwargs and media sources."""
@@ -183,6 +184,8 @@ def plan_request(
 ) -> RequestPlan:
     """Count the prompt's tokens and plan every video (metadata only) so the input fits
     ``max_model_len - max_new_tokens``; ``budget_scale`` shrinks the video share (OOM retries)."""
+    if request.visual_error:
+        raise MediaError(f"{request.task}/{request.doc_id}", request.visual_error)
     items = classify_visuals(request.visuals)
     messages = build_messages(config.system_prompt, items, request.context)
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

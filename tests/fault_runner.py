@@ -2,18 +2,25 @@
 
     python fault_runner.py '<json spec>' <lmms-eval arguments...>
 
-The spec maps a fault to the doc ids whose FIRST attempt it hits: ``{"oom_first_attempt": [0, 2]}`` raises
-``torch.cuda.OutOfMemoryError`` from generation; ``{"count_calls": "<file>"}`` appends one line per model call.
+Spec keys (all optional):
+
+- ``oom_first_attempt: [doc ids]``: the first attempt of these docs raises ``torch.cuda.OutOfMemoryError``;
+- ``oom_random: {"seed": s, "rate": p}``: any attempt raises it with probability p, decided by (seed, doc, attempt);
+- ``slow_decode: [file names]``: decoding these files stalls 0.2 s per frame (a hanging decoder);
+- ``count_calls: "<file>"``: one line per model call, to count the work a run did.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
+import time
 
 import torch
 
-from omni_lmms_plugin import adapter
+from omni_lmms_plugin import adapter, media
 
 
 def main() -> None:
@@ -21,17 +28,36 @@ def main() -> None:
     sys.argv = ["lmms-eval", *sys.argv[2:]]
     original = adapter.Qwen25OmniSafe._generate
     oom_docs = set(spec.get("oom_first_attempt", []))
+    oom_random = spec.get("oom_random")
     calls_file = spec.get("count_calls")
+    slow_files = set(spec.get("slow_decode", []))
+
+    def random_oom(doc_id, attempt_index) -> bool:
+        key = f"{oom_random['seed']}:{doc_id}:{attempt_index}".encode()
+        return int(hashlib.sha256(key).hexdigest()[:8], 16) / 2**32 < oom_random["rate"]
 
     def generate(self, request, inputs, attempt, params):
         if calls_file:
             with open(calls_file, "a") as handle:
                 handle.write(f"{request.doc_id}\n")
-        if request.doc_id in oom_docs and attempt.index == 0:
+        if (request.doc_id in oom_docs and attempt.index == 0) or (
+            oom_random and random_oom(request.doc_id, attempt.index)
+        ):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")
         return original(self, request, inputs, attempt, params)
 
     adapter.Qwen25OmniSafe._generate = generate
+
+    original_frames = media._Decoder.frames
+
+    def frames(self):
+        stall = os.path.basename(self.name) in slow_files
+        for item in original_frames(self):
+            if stall:
+                time.sleep(0.2)
+            yield item
+
+    media._Decoder.frames = frames
     from lmms_eval.__main__ import cli_evaluate
 
     cli_evaluate()
