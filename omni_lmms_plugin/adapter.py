@@ -15,8 +15,10 @@ import os
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 import hashlib  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -93,7 +95,9 @@ class Qwen25OmniSafe(lmms):
         if self.config.revision:
             load_kwargs["revision"] = self.config.revision
         if self.config.device_map:
-            load_kwargs["device_map"] = self.config.device_map
+            load_kwargs["device_map"] = _parse_device_map(self.config.device_map)
+            if isinstance(load_kwargs["device_map"], dict) and "disk" in load_kwargs["device_map"].values():
+                load_kwargs["offload_folder"] = tempfile.mkdtemp(prefix="omni-lmms-offload-")
             if self.config.max_memory_per_gpu:
                 load_kwargs["max_memory"] = _parse_max_memory(self.config.max_memory_per_gpu)
         self.processor = transformers.Qwen2_5OmniProcessor.from_pretrained(
@@ -102,7 +106,11 @@ class Qwen25OmniSafe(lmms):
         self.model = transformers.Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
             self.config.pretrained, **load_kwargs
         )
-        if not self.config.device_map:
+        if self.config.device_map:
+            # Inputs go where the first layer lives; the towers' outputs are moved to the embeddings' device by the
+            # model itself when they are merged.
+            self._device = self.model.get_input_embeddings().weight.device
+        else:
             self.model.to(self._device)
         self.model.eval()
         self._check_geometry()
@@ -300,11 +308,23 @@ class Qwen25OmniSafe(lmms):
         rooms = []
         if self.config.max_memory_gib is not None:
             rooms.append(int(self.config.max_memory_gib * GIB) - self.weight_bytes)
-        if self._device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self._device)
-            cached = torch.cuda.memory_reserved(self._device) - torch.cuda.memory_allocated(self._device)
+        # With a device map the activations spread over several GPUs; the tightest one bounds the plan.
+        for device in self._cuda_devices():
+            free, _ = torch.cuda.mem_get_info(device)
+            cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
             rooms.append(free + cached)
         return min(rooms) if rooms else None
+
+    def _cuda_devices(self) -> list[torch.device]:
+        """The GPUs holding the model: its device, or every GPU of its device map (which may also name cpu/disk)."""
+        device_map = getattr(self.model, "hf_device_map", None)
+        places = set(device_map.values()) if device_map else {self._device}
+        devices = {
+            torch.device("cuda", p) if isinstance(p, int) else torch.device(p)
+            for p in places
+            if isinstance(p, int) or str(p).startswith("cuda")
+        }
+        return sorted(devices, key=str)
 
     def _estimate(self, inputs: PreparedInputs, max_new_tokens: int) -> int:
         patches_per_frame_pair = 0
@@ -362,8 +382,9 @@ class Qwen25OmniSafe(lmms):
         inputs, estimate = self._fit_memory(request, inputs, attempt, params.max_new_tokens)
         attempt.plan_summary = [_summarise(entry) for entry in inputs.media]
         attempt.input_tokens = inputs.tokens["input"]
-        if self._device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self._device)
+        gpus = self._cuda_devices()
+        for device in gpus:
+            torch.cuda.reset_peak_memory_stats(device)
         batch = self._to_device(inputs)
         try:
             answer, new_tokens = gen.run_generate(
@@ -375,7 +396,8 @@ class Qwen25OmniSafe(lmms):
             )
         finally:
             del batch
-        peak = torch.cuda.max_memory_allocated(self._device) if self._device.type == "cuda" else None
+        # The peak of the fullest GPU (with a device map, the one that bounds the plan).
+        peak = max((torch.cuda.max_memory_allocated(device) for device in gpus), default=None)
         return _Answered(answer, inputs, new_tokens, peak, estimate)
 
     def _answer(self, request: Request, prepared: Prepared[PreparedInputs]) -> SampleRecord:
@@ -425,6 +447,21 @@ class Qwen25OmniSafe(lmms):
 def _summarise(entry: dict[str, Any]) -> dict[str, Any]:
     keys = ("kind", "frames", "height", "width", "sample_fps", "audio_seconds", "total_tokens", "case")
     return {key: entry[key] for key in keys if key in entry}
+
+
+def _parse_device_map(spec: str) -> str | dict[str, Any]:
+    """``auto``, ``balanced``, ``balanced_low_0`` or ``sequential``, or a JSON file mapping module names to devices."""
+    if spec in ("auto", "balanced", "balanced_low_0", "sequential"):
+        return spec
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(
+            f"device_map={spec!r} is neither auto/balanced/balanced_low_0/sequential nor a JSON file mapping module names to devices"
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"device_map file {path}: invalid JSON ({error})") from None
 
 
 def _parse_max_memory(spec: str) -> dict[Any, str]:

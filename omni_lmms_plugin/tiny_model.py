@@ -19,9 +19,24 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+import torch
+import transformers
+from tokenizers import AddedToken
+from transformers import (
+    Qwen2_5OmniConfig,
+    Qwen2_5OmniForConditionalGeneration,
+    Qwen2_5OmniProcessor,
+    Qwen2Tokenizer,
+    WhisperFeatureExtractor,
+)
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
 __all__ = ["TINY_CHECKPOINT_VERSION", "Variant", "build_tiny_checkpoint", "tiny_checkpoint"]
 
@@ -29,6 +44,8 @@ __all__ = ["TINY_CHECKPOINT_VERSION", "Variant", "build_tiny_checkpoint", "tiny_
 TINY_CHECKPOINT_VERSION = "1"
 
 Variant = Literal["7b", "3b"]
+
+_SEEDED_INIT_LOCK = threading.Lock()
 
 # The Omni special tokens in the order of their real ids (151643 ... 151656); the tiny tokenizer gives them ids
 # 256 ... 269, i.e. the real id minus 151387, right after the 256 byte-level symbols.
@@ -171,10 +188,8 @@ def _audio_config(output_dim: int) -> dict:
     }
 
 
-def _omni_config(variant: Variant):
+def _omni_config(variant: Variant) -> Qwen2_5OmniConfig:
     """The full `Qwen2_5OmniConfig` (thinker, plus a tiny, never-built talker whose token ids match the tokenizer)."""
-    from transformers import Qwen2_5OmniConfig
-
     shape = _TEXT_SHAPES[variant]
     hidden = shape.hidden_size
     text_config = {
@@ -204,6 +219,8 @@ def _omni_config(variant: Variant):
         "position_id_per_seconds": 25,
         "seconds_per_chunk": 2,
     }
+    # Not fields of Qwen2_5OmniThinkerConfig, but `get_rope_index` reads `config.vision_start_token_id`; the real
+    # config.json carries them as extra keys, and so does this one.
     vision_ids = {
         "vision_start_token_id": _TOKEN_ID["<|vision_bos|>"],
         "vision_end_token_id": _TOKEN_ID["<|vision_eos|>"],
@@ -214,7 +231,6 @@ def _omni_config(variant: Variant):
         "audio_config": _audio_config(hidden),
         **media_ids,
         **vision_ids,
-        # `get_rope_index` reads vision_start_token_id off the thinker config; the real config also carries these.
         "vision_token_id": _TOKEN_ID["<|vision_pad|>"],
         "bos_token_id": _TOKEN_ID["<|im_start|>"],
         "eos_token_id": _TOKEN_ID["<|im_end|>"],
@@ -240,12 +256,8 @@ def _omni_config(variant: Variant):
     return Qwen2_5OmniConfig(thinker_config=thinker_config, talker_config=talker_config, enable_audio_output=False)
 
 
-def _tokenizer():
+def _tokenizer() -> Qwen2Tokenizer:
     """A byte-level BPE `Qwen2Tokenizer` (no merges) over the 256 byte symbols plus the Omni special tokens."""
-    from tokenizers import AddedToken
-    from transformers import Qwen2Tokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
     vocab = {symbol: byte for byte, symbol in bytes_to_unicode().items()}
     vocab.update(_TOKEN_ID)
     tokenizer = Qwen2Tokenizer(
@@ -267,12 +279,8 @@ def _tokenizer():
     return tokenizer
 
 
-def _processor():
+def _processor() -> Qwen2_5OmniProcessor:
     """A `Qwen2_5OmniProcessor` with the real checkpoint's feature extractor, image and video processor settings."""
-    from transformers import Qwen2_5OmniProcessor, WhisperFeatureExtractor
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
-    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
-
     feature_extractor = WhisperFeatureExtractor(
         feature_size=128,
         sampling_rate=16000,
@@ -307,15 +315,13 @@ def build_tiny_checkpoint(path: str | os.PathLike, variant: Variant = "7b", seed
     global torch RNG is left untouched), so two builds with one seed write byte-identical safetensors. ``path`` is
     created if missing; files already in it are overwritten.
     """
-    import torch
-    from transformers import Qwen2_5OmniForConditionalGeneration
-
     if variant not in _TEXT_SHAPES:
         raise ValueError(f"variant must be one of {sorted(_TEXT_SHAPES)}, got {variant!r}")
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     config = _omni_config(variant)
-    with torch.random.fork_rng(devices=[]):
+    # Initialisation draws from torch's global RNG: seed it in a forked state, one build at a time per process.
+    with _SEEDED_INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2_5OmniForConditionalGeneration(config).to(torch.float32)
     model.save_pretrained(out)
@@ -332,8 +338,6 @@ def tiny_checkpoint(variant: Variant = "7b", cache_dir: str | os.PathLike | None
     concurrent processes (accelerate ranks, pytest-xdist workers) never see a half-written checkpoint: the first rename
     wins and the others discard their copy.
     """
-    import transformers
-
     root = Path(cache_dir or os.environ.get("OMNI_LMMS_CACHE") or Path.home() / ".cache" / "omni_lmms_plugin")
     version = f"v{TINY_CHECKPOINT_VERSION}-transformers{transformers.__version__}"
     final = root.expanduser() / f"tiny-{variant}-{version}"

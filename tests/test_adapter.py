@@ -1,0 +1,165 @@
+"""qwen2_5_omni_safe in process: request kinds, generation kwargs, prefetch, the memory check, device maps, the 3B."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from lmms_eval.api.instance import GenerationResult, Instance
+from PIL import Image
+
+from omni_lmms_plugin import synthetic_media as sm
+from omni_lmms_plugin.errors import ConfigError
+from omni_lmms_plugin.provenance import FAILURE_PREFIX
+
+
+def make_model(checkpoint, tmp_path, **args):
+    from omni_lmms_plugin.adapter import Qwen25OmniSafe
+
+    return Qwen25OmniSafe(
+        pretrained=str(checkpoint), device="cpu", provenance_dir=str(tmp_path / "prov"), resume=False, **args
+    )
+
+
+def requests(model, docs: list[dict], gen_kwargs: dict | None = None, task: str = "t") -> list[Instance]:
+    """lmms-eval requests for ``docs``; each doc carries its question and its visuals."""
+    model.task_dict = {task: {"test": docs}}
+    out = []
+    for doc_id, doc in enumerate(docs):
+        arguments = (
+            doc["question"],
+            dict(gen_kwargs or {"max_new_tokens": 5}),
+            lambda d: d["visuals"],
+            doc_id,
+            task,
+            "test",
+        )
+        out.append(Instance("generate_until", arguments, 0, {"task": task, "doc_id": doc_id, "repeats": 1}))
+    return out
+
+
+def records(tmp_path) -> list[dict]:
+    lines = (tmp_path / "prov" / "samples_rank0.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("media")
+    return {
+        "video": str(sm.write_video(folder / "v.mp4", width=320, height=240, duration=3.0)),
+        "silent": str(sm.write_video(folder / "s.mkv", width=160, height=120, duration=2.0, audio=False)),
+        "audio": str(sm.write_audio(folder / "a.wav", duration=2.5)),
+        "long": str(sm.write_video(folder / "long.mp4", width=640, height=360, fps=10.0, duration=40.0)),
+    }
+
+
+@pytest.fixture(scope="module")
+def model(tiny_7b, tmp_path_factory):
+    return make_model(tiny_7b, tmp_path_factory.mktemp("model"))
+
+
+def test_unknown_model_args_name_the_valid_keys(tiny_7b, tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"unknown model_args for qwen2_5_omni_safe: frames_per_second\. Valid keys: .*fps"
+    ):
+        make_model(tiny_7b, tmp_path, frames_per_second=2)
+
+
+def test_every_request_kind_is_answered_with_one_conversation_each(model, media):
+    docs = [
+        {"question": "What is in the video?", "visuals": [media["video"]]},
+        {
+            "question": "Two images?",
+            "visuals": [Image.new("RGB", (120, 90), "red"), Image.new("RGB", (64, 64), "blue")],
+        },
+        {"question": "What do you hear?", "visuals": [media["audio"]]},
+        {"question": "Raw audio?", "visuals": [{"array": np.zeros(24_000, dtype=np.float32), "sampling_rate": 48_000}]},
+        {"question": "Only text?", "visuals": []},
+        {"question": "A silent video", "visuals": [media["silent"]]},
+    ]
+    answers = model.generate_until(requests(model, docs))
+    assert len(answers) == len(docs)
+    for answer in answers:
+        assert isinstance(answer, GenerationResult)
+        assert not answer.text.startswith(FAILURE_PREFIX), answer.text
+        assert answer.token_counts.input_tokens > 0 and 0 < answer.token_counts.output_tokens <= 5
+
+
+def test_generation_kwargs_are_honoured(model, media, tmp_path):
+    docs = [{"question": "Describe.", "visuals": [media["video"]]}]
+    long = model.generate_until(requests(model, docs, {"max_new_tokens": 12}))[0]
+    short = model.generate_until(requests(model, docs, {"max_new_tokens": 3}))[0]
+    assert short.token_counts.output_tokens <= 3 < long.token_counts.output_tokens
+    stop = long.text[2:4]
+    cut = model.generate_until(requests(model, docs, {"max_new_tokens": 12, "until": [stop]}))[0]
+    assert cut.text == long.text[: long.text.find(stop)]
+    beams = model.generate_until(requests(model, docs, {"max_new_tokens": 4, "num_beams": 2}))[0]
+    sampled = model.generate_until(requests(model, docs, {"max_new_tokens": 4, "temperature": 0.8, "do_sample": True}))[
+        0
+    ]
+    assert beams.text and sampled.text
+    bad = model.generate_until(requests(model, docs, {"max_new_tokens": 4, "frobnicate": 1}))[0]
+    assert bad.text.startswith(FAILURE_PREFIX) and "frobnicate" in bad.text
+
+
+def test_task_video_policy_reaches_the_plan_and_not_generate(model, media):
+    docs = [{"question": "Q", "visuals": [media["long"]]}]
+    gen_kwargs = {"max_new_tokens": 4, "omni_fps": 0.5, "omni_max_frames": 8, "omni_use_audio_in_video": False}
+    answer = model.generate_until(requests(model, docs, gen_kwargs))[0]
+    assert not answer.text.startswith(FAILURE_PREFIX)
+    record = records(model.provenance.folder.parent)[-1]
+    assert record["media"][0]["frames"] == 8 and record["tokens"]["audio_in_video"] == 0
+    assert record["video_policy"]["fps"] == 0.5 and record["video_policy"]["use_audio_in_video"] == "false"
+
+
+def test_prefetch_gives_the_same_inputs_and_answers_as_the_sequential_path(tiny_7b, media, tmp_path):
+    docs = [
+        {"question": f"Q{i}", "visuals": [media[name]]} for i, name in enumerate(["video", "long", "silent", "video"])
+    ]
+    results = {}
+    for depth in (0, 2):
+        folder = tmp_path / f"depth{depth}"
+        model = make_model(tiny_7b, folder, prefetch=depth)
+        answers = [a.text for a in model.generate_until(requests(model, docs))]
+        hashes = [r["input_hash"] for r in records(folder)]
+        results[depth] = (answers, hashes)
+        assert all("media_wait_seconds" in r for r in records(folder))
+    assert results[0] == results[2]
+
+
+def test_a_memory_cap_shrinks_the_plan_before_generating(tiny_7b, media, tmp_path):
+    uncapped = make_model(tiny_7b, tmp_path / "free")
+    uncapped.generate_until(requests(uncapped, [{"question": "Q", "visuals": [media["long"]]}]))
+    free = records(tmp_path / "free")[-1]
+    cap_gib = (uncapped.weight_bytes + 0.5 * (free["estimated_peak_bytes"] - uncapped.weight_bytes)) / 2**30
+    capped = make_model(tiny_7b, tmp_path / "capped", max_memory_gib=cap_gib)
+    answer = capped.generate_until(requests(capped, [{"question": "Q", "visuals": [media["long"]]}]))[0]
+    record = records(tmp_path / "capped")[-1]
+    assert not answer.text.startswith(FAILURE_PREFIX)
+    assert record["estimated_peak_bytes"] < free["estimated_peak_bytes"]
+    assert record["tokens"]["input"] < free["tokens"]["input"]
+    assert any("before generating" in note for note in record["attempts"][0]["notes"])
+
+
+def test_a_request_runs_through_a_model_split_by_a_device_map(tiny_7b, media, tmp_path):
+    # Two "devices" a CPU machine has: the second decoder layer, the final norm and the head are offloaded to disk,
+    # so accelerate dispatches the model with hooks that move tensors between them, as between GPUs.
+    device_map = {"model.visual": "cpu", "model.audio_tower": "cpu", "model.language_model.embed_tokens": "cpu",
+                  "model.language_model.layers.0": "cpu", "model.language_model.layers.1": "disk",
+                  "model.language_model.norm": "disk", "model.language_model.rotary_emb": "cpu", "lm_head": "disk"}  # fmt: skip
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps(device_map))
+    model = make_model(tiny_7b, tmp_path, device_map=str(path))
+    assert set(model.model.hf_device_map.values()) == {"cpu", "disk"}
+    answer = model.generate_until(requests(model, [{"question": "Q", "visuals": [media["video"]]}]))[0]
+    assert not answer.text.startswith(FAILURE_PREFIX)
+
+
+def test_the_3b_variant_loads_and_answers(tiny_3b, media, tmp_path):
+    model = make_model(tiny_3b, tmp_path)
+    assert model.model.config.text_config.num_attention_heads // model.model.config.text_config.num_key_value_heads == 8
+    answer = model.generate_until(requests(model, [{"question": "Q", "visuals": [media["video"]]}]))[0]
+    assert not answer.text.startswith(FAILURE_PREFIX)
+    assert model.max_model_len == 32768
