@@ -120,7 +120,8 @@ def estimate_peak_memory(
     # Per patch: residual, norm and attention output (4 x width), q/k/v (3 x width), MLP gate/up/act (3 x inner),
     # and the float32 pixel patch itself (3 channels x 2 frames x 14 x 14).
     per_patch = width * (7 * dims.vision_hidden + 3 * dims.vision_intermediate) + 4 * 3 * 2 * 14 * 14
-    vision_stage = group * per_patch + vision_patches * dims.hidden_size * width  # merged embeddings are kept
+    # The merged embeddings of groups already encoded stay alive: one LLM-width vector per 4 patches.
+    vision_stage = group * per_patch + vision_patches // 4 * dims.hidden_size * width
 
     kv_cache = total_tokens * 2 * dims.num_layers * dims.num_kv_heads * dims.head_dim * width
     # One decoder layer at a time: residual + normed input + attention output + MLP (gate, up, activation product)
