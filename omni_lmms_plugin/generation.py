@@ -267,7 +267,8 @@ def run_with_retries(
             attempt.outcome, attempt.error = "out_of_memory", f"{type(error).__name__}: {str(error)[:300]}"
             del error
             free_device_memory()
-            scale = math.floor(scale * shrink * 1e6) / 1e6
+            # From the scale the attempt ended at: it may have shrunk its plan further before generating.
+            scale = math.floor(attempt.budget_scale * shrink * 1e6) / 1e6
             continue
         attempt.outcome = "answered"
         attempt.seconds = time.perf_counter() - started

@@ -163,3 +163,13 @@ def test_the_3b_variant_loads_and_answers(tiny_3b, media, tmp_path):
     answer = model.generate_until(requests(model, [{"question": "Q", "visuals": [media["video"]]}]))[0]
     assert not answer.text.startswith(FAILURE_PREFIX)
     assert model.max_model_len == 32768
+
+
+def test_batch_size_above_one_keeps_one_conversation_per_request(tiny_7b, media, tmp_path):
+    docs = [{"question": "First?", "visuals": [media["video"]]}, {"question": "Second?", "visuals": [media["silent"]]}]
+    single = make_model(tiny_7b, tmp_path / "one")
+    batched = make_model(tiny_7b, tmp_path / "two", batch_size=2)
+    assert [a.text for a in batched.generate_until(requests(batched, docs))] == [
+        a.text for a in single.generate_until(requests(single, docs))
+    ]
+    assert [r["input_hash"] for r in records(tmp_path / "two")] == [r["input_hash"] for r in records(tmp_path / "one")]
