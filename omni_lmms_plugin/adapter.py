@@ -134,7 +134,8 @@ class Qwen25OmniSafe(lmms):
                 "transformers": transformers.__version__,
             }
         )
-        self.provenance.write_manifest(self._manifest(weights))
+        self.manifest = self._manifest(weights)
+        self.provenance.write_manifest(self.manifest)
 
     # ---------------------------------------------------------------------------------------------------------------
     # Setup
@@ -236,6 +237,7 @@ class Qwen25OmniSafe(lmms):
 
     def generate_until(self, requests: list) -> list[GenerationResult]:
         unpacked = [self._unpack(index, instance) for index, instance in enumerate(requests)]
+        self._record_datasets(unpacked)
         results: list[GenerationResult | None] = [None] * len(unpacked)
         progress = tqdm(total=len(unpacked), desc="qwen2_5_omni_safe", disable=self._rank != 0, dynamic_ncols=True)
         retries = failures = resumed = 0
@@ -266,6 +268,21 @@ class Qwen25OmniSafe(lmms):
         finally:
             progress.close()
         return results  # type: ignore[return-value]
+
+    def _record_datasets(self, requests: list[Request]) -> None:
+        """Add the datasets actually read (split, size, the datasets library's content fingerprint) to the manifest;
+        the revision each task pinned is in lmms-eval's results under ``configs``."""
+        datasets = self.manifest.setdefault("datasets", {})
+        for task, split in sorted({(r.task, r.split) for r in requests}):
+            docs = self.task_dict[task][split]
+            datasets[task] = {
+                "split": split,
+                "docs": len(docs),
+                "fingerprint": getattr(docs, "_fingerprint", None),
+                "builder": getattr(getattr(docs, "info", None), "builder_name", None),
+                "config": getattr(getattr(docs, "info", None), "config_name", None),
+            }
+        self.provenance.write_manifest(self.manifest)
 
     # ---------------------------------------------------------------------------------------------------------------
     # One request

@@ -54,9 +54,20 @@ def test_the_cli_writes_results_samples_and_provenance(first_run):
     assert by_doc[0]["tokens"]["audio_in_video"] > 0, "audio-in-video=auto must use a file's audio track"
     assert by_doc[1]["tokens"]["audio_in_video"] == 0, "the mkv has no audio track"
     manifest = json.loads((first_run / "omni_provenance" / "manifest_rank0.json").read_text())
-    for key in ("torch", "transformers", "lmms_eval", "av", "ffmpeg", "weight_sha256", "model_args", "attention"):
+    for key in (
+        "torch",
+        "transformers",
+        "lmms_eval",
+        "av",
+        "ffmpeg",
+        "weight_sha256",
+        "model_args",
+        "attention",
+        "datasets",
+    ):
         assert manifest[key], key
     assert manifest["attention"] == "sdpa"
+    assert manifest["datasets"]["omni_demo"]["docs"] == 4 and manifest["datasets"]["omni_demo"]["fingerprint"]
 
 
 def test_two_runs_feed_bit_identical_inputs(first_run, tiny_7b, task_dir, tmp_path):
