@@ -20,7 +20,3 @@ def process_results(doc, results):
     failed = is_failure_answer(answer)
     return {"accuracy": float(not failed and answer.strip()[:1] == doc["answer"]), "omni_failed": int(failed)}
 
-
-def count(items):
-    """Number of failed samples (lmms-eval has no built-in sum aggregation)."""
-    return int(sum(items))
