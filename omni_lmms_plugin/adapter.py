@@ -33,7 +33,7 @@ from . import __version__  # noqa: E402
 from . import generation as gen  # noqa: E402
 from .budget import GRID_PIXELS, PATCH_SIZE, TEMPORAL_PATCH  # noqa: E402
 from .config import AdapterConfig, TaskVideoOverrides, split_generation_kwargs  # noqa: E402
-from .errors import ConfigError, GenerationFailedError  # noqa: E402
+from .errors import BudgetError, ConfigError, GenerationFailedError  # noqa: E402
 from .inputs import PreparedInputs, Request, plan_request, prepare_inputs  # noqa: E402
 from .memory import GIB, ModelDims, estimate_peak_memory  # noqa: E402
 from .pipeline import Prepared, prefetched  # noqa: E402
@@ -372,10 +372,14 @@ class Qwen25OmniSafe(lmms):
         while (
             room is not None and estimate - self.weight_bytes > room and inputs.videos and shrinks < _MAX_MEMORY_SHRINKS
         ):
+            try:
+                smaller = self._prepare(request, attempt.budget_scale * self.config.oom_shrink)
+            except BudgetError:
+                attempt.notes.append("the plan is at its smallest; generating with it (the OOM loop guards the rest)")
+                break
             attempt.budget_scale *= self.config.oom_shrink
             shrinks += 1
-            inputs = self._prepare(request, attempt.budget_scale)
-            estimate = self._estimate(inputs, max_new_tokens)
+            inputs, estimate = smaller, self._estimate(smaller, max_new_tokens)
         if shrinks:
             attempt.notes.append(f"plan shrunk {shrinks}x before generating: estimated peak above the memory available")
         return inputs, estimate

@@ -214,15 +214,6 @@ class TokenBudget:
             free = min(free, self.max_video_tokens)
         return free
 
-    def scaled(self, factor: float) -> TokenBudget:
-        """This budget with its media share multiplied by ``factor`` (used to retry smaller after an OOM)."""
-        return TokenBudget(
-            self.max_model_len,
-            self.prompt_tokens,
-            self.max_new_tokens,
-            max(1, int(self.media_tokens * factor)),
-        )
-
 
 @dataclass(frozen=True)
 class VideoPolicy:

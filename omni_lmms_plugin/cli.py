@@ -83,6 +83,56 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if any(finding.level == "error" for finding in findings) else 0
 
 
+def _cmd_preflight(args: argparse.Namespace) -> int:
+    from .preflight import render_preflight, run_preflight
+
+    try:
+        gpu_gib = [float(part) for part in args.gpu_mem.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--gpu-mem={args.gpu_mem!r} must be comma-separated GiB sizes, e.g. 24,48,80") from None
+    report = run_preflight(
+        [name.strip() for name in args.tasks.split(",") if name.strip()],
+        model_args=args.model_args,
+        gpu_gib=gpu_gib,
+        include_paths=args.include_path,
+        output=args.output,
+        limit=args.limit,
+        gen_kwargs=args.gen_kwargs,
+        plots=not args.no_plots,
+    )
+    print(render_preflight(report))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report, load_run, render_report, write_bundle, write_plots
+
+    run = load_run(args.run_dir)
+    report = build_report(run)
+    folder = Path(args.output) if args.output else run.path / "omni_report"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [] if args.no_plots else write_plots(report, folder)
+    report_path = folder / "report.json"
+    report_path.write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+    print(render_report(report))
+    print(f"report: {report_path}" + (f"; plots: {', '.join(map(str, written))}" if written else ""))
+    if args.bundle:
+        bundle = write_bundle(run, args.bundle, [report_path, *written])
+        print(
+            f"bundle: {bundle} (check with: tar -xzf {bundle.name} && cd {bundle.name.split('.')[0]} && sha256sum -c SHA256SUMS)"
+        )
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .report import compare_runs, load_run, render_differences
+
+    run_a, run_b = load_run(args.run_a), load_run(args.run_b)
+    differences = compare_runs(run_a, run_b)
+    print(render_differences(run_a, run_b, differences, limit=args.max_lines))
+    return 1 if differences else 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omni-lmms", description="Qwen2.5-Omni video evaluation for lmms-eval, within an exact token budget."
@@ -114,6 +164,35 @@ def _build_parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser("doctor", help="check versions, GPUs, the allocator setting and the registration")
     doctor.set_defaults(run=_cmd_doctor)
+
+    preflight = commands.add_parser(
+        "preflight",
+        help="walk every sample of tasks without weights or GPU: tokens, frames, clipping, predicted memory, bad files",
+    )
+    preflight.add_argument("--tasks", required=True, help="comma-separated lmms-eval task names")
+    preflight.add_argument("--model_args", default="", help="qwen2_5_omni_safe model args, as for lmms-eval")
+    preflight.add_argument("--gpu-mem", default="24,48,80", help="GPU sizes in GiB to check (default 24,48,80)")
+    preflight.add_argument(
+        "--include-path", action="append", default=[], help="extra task folder (repeatable); ours are always included"
+    )
+    preflight.add_argument("--output", default="preflight.json", help="JSON report; PNGs are written beside it")
+    preflight.add_argument("--limit", type=float, default=None, help="first N samples per task (or a fraction < 1)")
+    preflight.add_argument("--gen_kwargs", default=None, help="generation kwargs override, as lmms-eval's --gen_kwargs")
+    preflight.add_argument("--no-plots", action="store_true", help="write the JSON report only")
+    preflight.set_defaults(run=_cmd_preflight)
+
+    report = commands.add_parser("report", help="summarise a finished run; optionally pack a submission bundle")
+    report.add_argument("run_dir", help="the run's lmms-eval --output_path")
+    report.add_argument("--bundle", default=None, help="write a .tar.gz with results, samples, provenance, SHA256SUMS")
+    report.add_argument("--output", default=None, help="folder for report.json and plots (default RUN_DIR/omni_report)")
+    report.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    report.set_defaults(run=_cmd_report)
+
+    verify = commands.add_parser("verify", help="compare two runs sample by sample; exit 1 when anything differs")
+    verify.add_argument("run_a", help="first run's --output_path")
+    verify.add_argument("run_b", help="second run's --output_path")
+    verify.add_argument("--max-lines", type=int, default=50, help="differences to print (default 50)")
+    verify.set_defaults(run=_cmd_verify)
     return parser
 
 

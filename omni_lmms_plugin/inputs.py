@@ -183,7 +183,8 @@ def plan_request(
     budget_scale: float = 1.0,
 ) -> RequestPlan:
     """Count the prompt's tokens and plan every video (metadata only) so the input fits
-    ``max_model_len - max_new_tokens``; ``budget_scale`` shrinks the video share (OOM retries)."""
+    ``max_model_len - max_new_tokens``; ``budget_scale < 1`` re-plans each video within that fraction of the tokens
+    its full plan uses (OOM retries and the memory check)."""
     if request.visual_error:
         raise MediaError(f"{request.task}/{request.doc_id}", request.visual_error)
     items = classify_visuals(request.visuals)
@@ -229,14 +230,16 @@ def plan_request(
             f"the prompt ({prompt_tokens} tokens), images and audio ({fixed_tokens}) and max_new_tokens={max_new_tokens} "
             f"leave no room for the video within max_model_len={max_model_len}"
         )
-    if budget_scale < 1.0:
-        budget = budget.scaled(budget_scale)
     per_video = budget.media_tokens // max(1, len(video_paths))
     videos: list[tuple[str, VideoPlan, bool]] = []
     for path in video_paths:
         info = probe(path)
         wants_audio = aiv_choice == "true" or (aiv_choice == "auto" and info.has_audio)
-        plan = plan_for(info, per_video, dataclasses.replace(policy, use_audio=wants_audio and info.has_audio))
+        video_policy = dataclasses.replace(policy, use_audio=wants_audio and info.has_audio)
+        plan = plan_for(info, per_video, video_policy)
+        if budget_scale < 1.0:
+            # A retry shrinks what the plan used, not the budget: a plan far inside the budget must shrink too.
+            plan = plan_for(info, max(1, int(plan.total_tokens * budget_scale)), video_policy)
         videos.append((path, plan, wants_audio))
         entry = {"kind": "video", "path": path, **plan.to_dict()}
         if wants_audio and not info.has_audio:
@@ -306,7 +309,7 @@ def prepare_inputs(processor: Any, request: Request, plan: RequestPlan, config: 
         "audio_in_video": audio_tokens,
         "images_and_audio": plan.fixed_tokens,
         "input": actual,
-        "budget": plan.budget.media_tokens,
+        "budget": sum(video_plan.budget for _, video_plan, _ in plan.videos) or plan.budget.media_tokens,
     }
     return PreparedInputs(
         text=plan.text,

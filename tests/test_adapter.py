@@ -133,7 +133,9 @@ def test_a_memory_cap_shrinks_the_plan_before_generating(tiny_7b, media, tmp_pat
     uncapped = make_model(tiny_7b, tmp_path / "free")
     uncapped.generate_until(requests(uncapped, [{"question": "Q", "visuals": [media["long"]]}]))
     free = records(tmp_path / "free")[-1]
-    cap_gib = (uncapped.weight_bytes + 0.5 * (free["estimated_peak_bytes"] - uncapped.weight_bytes)) / 2**30
+    # Room for the weights, the fixed 1 GiB allowance and half of what this request's activations need.
+    activations = free["estimated_peak_bytes"] - uncapped.weight_bytes - 2**30
+    cap_gib = (uncapped.weight_bytes + 2**30 + 0.5 * activations) / 2**30
     capped = make_model(tiny_7b, tmp_path / "capped", max_memory_gib=cap_gib)
     answer = capped.generate_until(requests(capped, [{"question": "Q", "visuals": [media["long"]]}]))[0]
     record = records(tmp_path / "capped")[-1]

@@ -19,4 +19,3 @@ def process_results(doc, results):
     answer = results[0]
     failed = is_failure_answer(answer)
     return {"accuracy": float(not failed and answer.strip()[:1] == doc["answer"]), "omni_failed": int(failed)}
-

@@ -1,0 +1,562 @@
+"""``omni-lmms preflight``: what a run would do, read from metadata only, before any GPU time is spent.
+
+For every sample of the tasks, through lmms-eval's own task loading (``TaskManager`` with our tasks folder and any
+``--include-path``, ``build_all_requests``: the same contexts, generation kwargs, ``doc_to_visual`` and docs the
+adapter receives), this probes each video (container headers, no frame decoded), plans the request with
+:func:`omni_lmms_plugin.inputs.plan_request` (the adapter's own planning code, with the processor of ``pretrained``
+for the chat template and prompt tokens; no weights are loaded), and predicts its peak memory with
+:func:`omni_lmms_plugin.memory.estimate_peak_memory` from the checkpoint's config (bf16, sdpa unless the model args
+choose eager). It reports per task:
+
+* the distribution of planned input tokens, frames and resolutions;
+* samples the token budget clipped (plan case > 1), with the tokens the policy wanted and the tokens planned;
+* predicted peak memory against each GPU size, the samples that would not fit, and how many times the adapter would
+  shrink their plan before generating (``oom_shrink`` per step, as ``qwen2_5_omni_safe`` does);
+* files that cannot be read (listed with the reason, the walk goes on), samples nothing fits, and the slowest probes.
+
+It writes a JSON report and two PNG plots beside it (``<stem>_tokens.png``, ``<stem>_memory.png``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import AdapterConfig, split_generation_kwargs
+from .errors import BudgetError, ConfigError, MediaError
+from .memory import GIB, ModelDims, estimate_peak_memory
+
+__all__ = ["DEFAULT_GPU_GIB", "ModelSide", "load_model_side", "iter_requests", "run_preflight", "render_preflight"]
+
+DEFAULT_GPU_GIB = (24.0, 48.0, 80.0)
+_MAX_SHRINKS = 12  # as the adapter's _MAX_MEMORY_SHRINKS
+_UNBOUNDED_CONTEXT = 10**9
+_LIST_LIMIT = 20
+
+
+@dataclass
+class ModelSide:
+    """What planning and the memory estimate need from the checkpoint: processor, sizes, context length."""
+
+    config: AdapterConfig
+    processor: Any
+    dims: ModelDims
+    max_model_len: int
+    dtype: str
+    attention: str
+    weight_bytes: int
+    floor_bytes: int = 0  # the estimate of an empty request: weights and fixed overhead
+
+
+def load_model_side(config: AdapterConfig) -> ModelSide:
+    """The processor and ``AutoConfig`` of ``config.pretrained`` (never the weights)."""
+    import transformers
+
+    revision = {"revision": config.revision} if config.revision else {}
+    processor = transformers.Qwen2_5OmniProcessor.from_pretrained(config.pretrained, **revision)
+    model_config = transformers.AutoConfig.from_pretrained(config.pretrained, **revision)
+    thinker = getattr(model_config, "thinker_config", model_config)
+    dims = ModelDims.from_config(thinker)
+    # As the adapter: the model arg, else the thinker's max_position_embeddings.
+    max_model_len = config.max_model_len or int(thinker.text_config.max_position_embeddings)
+    dtype = "bfloat16" if config.dtype == "auto" else config.dtype
+    attention = "eager" if config.attn_implementation == "eager" else "sdpa"
+    width = {"bfloat16": 2, "float16": 2, "float32": 4}[dtype]
+    weights = dims.parameters * width
+    floor = estimate_peak_memory(dims, sequence_length=1, vision_patches=0, dtype=dtype, weight_bytes=weights).peak
+    return ModelSide(config, processor, dims, max_model_len, dtype, attention, weights, floor)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Requests, as lmms-eval builds them
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _TaskRequests:
+    name: str
+    task: Any
+    instances: list[Any]
+    skipped: str | None = None
+
+
+def _tasks_dir() -> Path:
+    import omni_lmms_plugin.tasks as tasks
+
+    return Path(next(iter(tasks.__path__))).resolve()
+
+
+def _load_tasks(
+    task_names: Sequence[str], include_paths: Sequence[str], limit: float | None, gen_kwargs: str | None
+) -> list[_TaskRequests]:
+    from lmms_eval.evaluator_utils import get_sample_size, get_task_list
+    from lmms_eval.tasks import TaskManager, get_task_dict
+    from lmms_eval.utils import simple_parse_args_string
+
+    manager = TaskManager(include_path=[str(_tasks_dir()), *map(str, include_paths)])
+    unknown = [name for name in task_names if name not in manager.all_tasks]
+    if unknown:
+        raise ConfigError(
+            f"unknown task(s): {', '.join(unknown)}; tasks come from lmms-eval, `omni-lmms tasks-dir` and "
+            "--include-path (check the name and the folder)"
+        )
+    overrides = simple_parse_args_string(gen_kwargs) if gen_kwargs else None
+    loaded = []
+    for output in get_task_list(get_task_dict(list(task_names), manager)):
+        task = output.task
+        if isinstance(task, tuple):
+            task = task[1]
+        if task is None:
+            continue
+        if task.get_config("output_type") != "generate_until":
+            loaded.append(_TaskRequests(output.task_name, task, [], f"output_type {task.get_config('output_type')}"))
+            continue
+        if overrides:
+            task.set_config(key="generation_kwargs", value=overrides, update=True)
+        if task.get_config("num_fewshot") is None:
+            task.set_config(key="num_fewshot", value=0)
+        task.build_all_requests(limit=get_sample_size(task, limit), rank=0, world_size=1)
+        loaded.append(_TaskRequests(output.task_name, task, list(task.instances)))
+    return loaded
+
+
+def iter_requests(entry: _TaskRequests) -> Iterator[tuple[Any, Any, Exception | None]]:
+    """(instance, :class:`~omni_lmms_plugin.inputs.Request` or None, the error ``doc_to_visual`` raised) per
+    instance, unpacked as the adapter unpacks them."""
+    from .inputs import Request
+
+    for index, instance in enumerate(entry.instances):
+        context, gen_kwargs, doc_to_visual, doc_id, task, split = instance.args
+        try:
+            doc = entry.task.dataset[split][doc_id]
+            visuals = doc_to_visual(doc) if doc_to_visual is not None else []
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - a built-in doc_to_visual may sys.exit on a missing file
+            yield (
+                instance,
+                None,
+                error if isinstance(error, Exception) else RuntimeError(f"doc_to_visual exited: {error}"),
+            )
+            continue
+        if not isinstance(visuals, (list, tuple)):
+            visuals = [visuals]
+        yield instance, Request(index, context, dict(gen_kwargs or {}), list(visuals), doc_id, task, split), None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One sample
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _input_tokens(plan: Any) -> int:
+    """Planned input tokens: the prompt, images and audio clips, and each video block (what prepare_inputs checks
+    against the processor's count)."""
+    return plan.prompt_tokens + plan.fixed_tokens + sum(video.total_tokens for _, video, _ in plan.videos)
+
+
+def _estimate(side: ModelSide, plan: Any, max_new_tokens: int) -> int:
+    """The adapter's ``_estimate`` on a plan: same patches, encoding groups and sequence length."""
+    from .budget import GRID_PIXELS
+
+    video_tokens = sum(video.video_tokens for _, video, _ in plan.videos)
+    per_pair = max((4 * (v.height // GRID_PIXELS) * (v.width // GRID_PIXELS) for _, v, _ in plan.videos), default=0)
+    return estimate_peak_memory(
+        side.dims,
+        sequence_length=_input_tokens(plan),
+        vision_patches=4 * video_tokens,
+        vision_group_patches=per_pair * (side.config.vision_group_frames // 2) or None,
+        attention=side.attention,
+        dtype=side.dtype,
+        last_position_logits=True,
+        max_new_tokens=max_new_tokens,
+        weight_bytes=side.weight_bytes,
+    ).peak
+
+
+def _plan_sample(
+    side: ModelSide, request: Any, gpu_gib: Sequence[float], probe_times: list[tuple[float, str]]
+) -> dict[str, Any]:
+    from .generation import GenerationParams
+    from .inputs import classify_visuals, plan_request
+    from .media import probe
+
+    row: dict[str, Any] = {"task": request.task, "doc_id": request.doc_id, "status": "planned"}
+    try:
+        generation_kwargs, overrides = split_generation_kwargs(request.gen_kwargs)
+        max_new_tokens = GenerationParams.from_lmms(generation_kwargs, side.config.max_new_tokens).max_new_tokens
+        items = classify_visuals(request.visuals)
+    except (ConfigError, MediaError) as error:
+        return {**row, "status": "error", "error": f"{type(error).__name__}: {error}"}
+    row["media"] = [item.kind for item in items]
+
+    for item in items:
+        if item.kind != "video":
+            continue
+        started = time.perf_counter()
+        try:
+            probe(item.source)
+        except MediaError as error:
+            return {**row, "status": "unreadable", "path": item.source, "error": error.cause}
+        finally:
+            probe_times.append((time.perf_counter() - started, item.source))
+
+    def plan_at(scale: float, config: AdapterConfig = side.config, context: int = side.max_model_len) -> Any:
+        return plan_request(
+            side.processor, request, config, overrides,
+            max_model_len=context, max_new_tokens=max_new_tokens, budget_scale=scale,
+        )  # fmt: skip
+
+    try:
+        plan = plan_at(1.0)
+    except MediaError as error:
+        return {**row, "status": "unreadable", "path": error.path, "error": error.cause}
+    except BudgetError as error:
+        return {**row, "status": "does_not_fit_budget", "error": str(error)}
+    except Exception as error:  # noqa: BLE001 - reported per sample; the walk goes on
+        return {**row, "status": "error", "error": f"{type(error).__name__}: {error}"}
+
+    tokens = _input_tokens(plan)
+    videos = [
+        {
+            "path": path, "frames": v.frames, "width": v.width, "height": v.height, "duration": v.duration,
+            "audio_seconds": v.audio_seconds, "tokens": v.total_tokens, "case": v.case, "reason": v.reason,
+        }
+        for path, v, _ in plan.videos
+    ]  # fmt: skip
+    case = max((v.case for _, v, _ in plan.videos), default=1)
+    row.update(
+        input_tokens=tokens,
+        prompt_tokens=plan.prompt_tokens,
+        max_new_tokens=max_new_tokens,
+        budget=plan.budget.media_tokens,
+        videos=videos,
+        frames=sum(v.frames for _, v, _ in plan.videos),
+        case=case,
+    )
+    if case > 1:
+        # What the policy wanted: the same planning with no budget to bind it.
+        unbounded = dataclasses.replace(side.config, max_video_tokens=None)
+        wanted = plan_at(1.0, unbounded, _UNBOUNDED_CONTEXT)
+        row["wanted_tokens"] = _input_tokens(wanted)
+        row["wanted_frames"] = sum(v.frames for _, v, _ in wanted.videos)
+
+    peak = _estimate(side, plan, max_new_tokens)
+    row["peak_bytes"] = peak
+    row["shrinks"] = {}
+    for gib in gpu_gib:
+        row["shrinks"][f"{gib:g}"] = _shrinks_to_fit(side, plan_at, plan, peak, int(gib * GIB), max_new_tokens)
+    return row
+
+
+def _shrinks_to_fit(side: ModelSide, plan_at: Any, plan: Any, peak: int, limit: int, max_new_tokens: int) -> int | None:
+    """0 when the plan fits ``limit`` bytes; else how many ``oom_shrink`` steps the adapter would take before
+    generating (as its ``_fit_memory``); None when even the smallest plan does not fit."""
+    if peak <= limit:
+        return 0
+    if not plan.videos or side.floor_bytes >= limit:
+        return None
+    scale = 1.0
+    for step in range(1, _MAX_SHRINKS + 1):
+        scale *= side.config.oom_shrink
+        try:
+            smaller = plan_at(scale)
+        except (BudgetError, MediaError):
+            return None
+        if _estimate(side, smaller, max_new_tokens) <= limit:
+            return step
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _distribution(values: Sequence[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+
+    def quantile(q: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+    return {
+        "count": len(ordered),
+        "min": ordered[0],
+        "p10": quantile(0.1),
+        "median": statistics.median(ordered),
+        "mean": round(statistics.fmean(ordered), 3),
+        "p90": quantile(0.9),
+        "p99": quantile(0.99),
+        "max": ordered[-1],
+    }
+
+
+def _task_summary(name: str, rows: list[dict], gpu_gib: Sequence[float], skipped: str | None) -> dict[str, Any]:
+    planned = [r for r in rows if r["status"] == "planned"]
+    clipped = [r for r in planned if r.get("case", 1) > 1]
+    resolutions = Counter(f"{v['width']}x{v['height']}" for r in planned for v in r["videos"])
+    cases = Counter(v["case"] for r in planned for v in r["videos"])
+    memory = {}
+    for gib in gpu_gib:
+        key = f"{gib:g}"
+        over = [r for r in planned if r["shrinks"][key] != 0]
+        memory[f"{gib:g}"] = {
+            "gpu_gib": gib,
+            "fit": len(planned) - len(over),
+            "do_not_fit": len(over),
+            "fit_after_shrinking": sum(1 for r in over if r["shrinks"][key] is not None),
+            "never_fit": sum(1 for r in over if r["shrinks"][key] is None),
+            "samples": [
+                {"doc_id": r["doc_id"], "peak_gib": round(r["peak_bytes"] / GIB, 3), "input_tokens": r["input_tokens"],
+                 "shrinks_needed": r["shrinks"][key]}
+                for r in sorted(over, key=lambda r: -r["peak_bytes"])
+            ],
+        }  # fmt: skip
+    wanted = sum(r["wanted_tokens"] for r in clipped)
+    got = sum(r["input_tokens"] for r in clipped)
+    return {
+        "task": name,
+        "skipped": skipped,
+        "requests": len(rows),
+        "planned": len(planned),
+        "tokens": _distribution([r["input_tokens"] for r in planned]),
+        "frames": _distribution([r["frames"] for r in planned if r["videos"]]),
+        "resolutions": dict(resolutions.most_common()),
+        "plan_cases": {str(k): v for k, v in sorted(cases.items())},
+        "videos_with_audio": sum(1 for r in planned for v in r["videos"] if v["audio_seconds"] > 0),
+        "clipped": {
+            "samples": len(clipped),
+            "tokens_wanted": wanted,
+            "tokens_planned": got,
+            "kept_fraction": round(got / wanted, 4) if wanted else None,
+            "worst": [
+                {
+                    "doc_id": r["doc_id"],
+                    "wanted_tokens": r["wanted_tokens"],
+                    "planned_tokens": r["input_tokens"],
+                    "wanted_frames": r["wanted_frames"],
+                    "planned_frames": r["frames"],
+                    "case": r["case"],
+                    "reason": "; ".join(v["reason"] for v in r["videos"] if v["case"] > 1),
+                }
+                for r in sorted(clipped, key=lambda r: r["input_tokens"] / max(1, r["wanted_tokens"]))[:_LIST_LIMIT]
+            ],
+        },  # fmt: skip
+        "peak_gib": _distribution([round(r["peak_bytes"] / GIB, 3) for r in planned]),
+        "memory": memory,
+        "unreadable": [
+            {"doc_id": r["doc_id"], "path": r["path"], "error": r["error"]} for r in rows if r["status"] == "unreadable"
+        ],
+        "does_not_fit_budget": [
+            {"doc_id": r["doc_id"], "error": r["error"]} for r in rows if r["status"] == "does_not_fit_budget"
+        ],
+        "errors": [{"doc_id": r["doc_id"], "error": r["error"]} for r in rows if r["status"] == "error"],
+    }
+
+
+def run_preflight(
+    tasks: Sequence[str],
+    *,
+    model_args: str = "",
+    gpu_gib: Sequence[float] = DEFAULT_GPU_GIB,
+    include_paths: Sequence[str] = (),
+    output: str | Path = "preflight.json",
+    limit: float | None = None,
+    gen_kwargs: str | None = None,
+    plots: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Walk, probe, plan and estimate every sample of ``tasks``; write the JSON report (and plots) and return it."""
+    from lmms_eval.utils import simple_parse_args_string
+    from tqdm import tqdm
+
+    if not tasks:
+        raise ConfigError("no tasks given: pass --tasks name1,name2")
+    gpu_gib = sorted(float(g) for g in gpu_gib)
+    if not gpu_gib or any(not g > 0 for g in gpu_gib):
+        raise ConfigError(f"--gpu-mem={gpu_gib} must list positive GiB sizes, e.g. 24,48,80")
+    started = time.perf_counter()
+    config = AdapterConfig.from_model_args(simple_parse_args_string(model_args or ""))
+    side = load_model_side(config)
+    loaded = _load_tasks(tasks, include_paths, limit, gen_kwargs)
+
+    rows: dict[str, list[dict]] = defaultdict(list)
+    probe_times: list[tuple[float, str]] = []
+    total = sum(len(entry.instances) for entry in loaded)
+    with tqdm(total=total, desc="preflight", unit="sample", dynamic_ncols=True, disable=not progress) as bar:
+        for entry in loaded:
+            for instance, request, error in iter_requests(entry):
+                if request is None:
+                    row = {"task": entry.name, "doc_id": instance.args[3], "status": "error",
+                           "error": f"doc_to_visual failed: {type(error).__name__}: {error}"}  # fmt: skip
+                else:
+                    row = _plan_sample(side, request, gpu_gib, probe_times)
+                rows[entry.name].append(row)
+                bar.update(1)
+
+    report: dict[str, Any] = {
+        "tasks": [_task_summary(e.name, rows[e.name], gpu_gib, e.skipped) for e in loaded],
+        "model": {
+            "pretrained": config.pretrained,
+            "max_model_len": side.max_model_len,
+            "dtype": side.dtype,
+            "attention": side.attention,
+            "weights_gib_estimated": round(side.weight_bytes / GIB, 3),
+            "parameters_estimated": side.dims.parameters,
+            "model_args": config.to_dict(),
+        },
+        "gpu_gib": gpu_gib,
+        "gen_kwargs": gen_kwargs,
+        "limit": limit,
+        "slowest_probes": _slowest(probe_times),
+        "probe_seconds_total": round(sum(s for s, _ in probe_times), 3),
+        "seconds": None,
+        "samples": [row for entry in loaded for row in rows[entry.name]],
+    }
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    report["plots"] = [str(p) for p in write_preflight_plots(report, output)] if plots else []
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    output.write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+    report["output"] = str(output)
+    return report
+
+
+def _slowest(probe_times: list[tuple[float, str]]) -> list[dict[str, Any]]:
+    """The slowest files to probe, each file once (its slowest probe)."""
+    slowest: dict[str, float] = {}
+    for seconds, path in probe_times:
+        slowest[path] = max(seconds, slowest.get(path, 0.0))
+    ranked = sorted(slowest.items(), key=lambda item: -item[1])[:_LIST_LIMIT]
+    return [{"path": path, "seconds": round(seconds, 4)} for path, seconds in ranked]
+
+
+def write_preflight_plots(report: dict[str, Any], output: Path) -> list[Path]:
+    """``<stem>_tokens.png`` (planned input tokens per sample, per task) and ``<stem>_memory.png`` (predicted peak
+    per sample, sorted, against each GPU size) beside ``output``."""
+    from .report import _pyplot
+
+    plt = _pyplot()
+    planned: dict[str, list[dict]] = defaultdict(list)
+    for row in report["samples"]:
+        if row["status"] == "planned":
+            planned[row["task"]].append(row)
+    written = []
+
+    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for task, rows in planned.items():
+        axes.hist([r["input_tokens"] for r in rows], bins=min(50, max(5, len(rows) // 4)), alpha=0.6, label=task)
+    axes.axvline(report["model"]["max_model_len"], color="black", linestyle="--", label="max_model_len")
+    axes.set_title("Planned input tokens per sample", fontsize=10)
+    axes.set_xlabel("input tokens (prompt + media)")
+    axes.set_ylabel("samples")
+    if planned:
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    path = output.with_name(output.stem + "_tokens.png")
+    figure.savefig(path)
+    plt.close(figure)
+    written.append(path)
+
+    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for task, rows in planned.items():
+        peaks = sorted(r["peak_bytes"] / GIB for r in rows)
+        axes.plot(
+            [100 * (i + 0.5) / len(peaks) for i in range(len(peaks))],
+            peaks,
+            marker="." if len(peaks) < 50 else None,
+            label=task,
+        )
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, gib in enumerate(report["gpu_gib"]):
+        over = sum(t["memory"][f"{gib:g}"]["do_not_fit"] for t in report["tasks"])
+        axes.axhline(
+            gib, linestyle="--", color=colors[(index + 3) % len(colors)], label=f"{gib:g} GiB GPU: {over} do not fit"
+        )
+    axes.set_yscale("log")
+    axes.set_title(
+        f"Predicted peak memory per sample ({report['model']['dtype']}, {report['model']['attention']}) vs GPU sizes",
+        fontsize=10,
+    )
+    axes.set_xlabel("samples, sorted by predicted peak (%)")
+    axes.set_ylabel("GiB (log scale)")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    path = output.with_name(output.stem + "_memory.png")
+    figure.savefig(path)
+    plt.close(figure)
+    written.append(path)
+    return written
+
+
+def render_preflight(report: dict[str, Any]) -> str:
+    """The printable summary of :func:`run_preflight`'s report."""
+    model = report["model"]
+    lines = [
+        f"Preflight of {', '.join(t['task'] for t in report['tasks'])} for {model['pretrained']} "
+        f"(max_model_len {model['max_model_len']}, {model['dtype']}, {model['attention']}, weights ~{model['weights_gib_estimated']:g} GiB)"
+    ]
+    for task in report["tasks"]:
+        lines.append(f"{task['task']}: {task['requests']} samples, {task['planned']} planned")
+        if task["skipped"]:
+            lines.append(f"  skipped: {task['skipped']} (the adapter answers generate_until only)")
+            continue
+        if task["tokens"]:
+            t = task["tokens"]
+            lines.append(
+                f"  input tokens  min {t['min']}  median {t['median']:g}  p90 {t['p90']}  p99 {t['p99']}  max {t['max']}"
+            )
+        if task["frames"]:
+            f = task["frames"]
+            lines.append(f"  frames        min {f['min']}  median {f['median']:g}  p90 {f['p90']}  max {f['max']}")
+        if task["resolutions"]:
+            top = ", ".join(f"{size} x{count}" for size, count in list(task["resolutions"].items())[:5])
+            lines.append(f"  resolutions   {top}")
+        clipped = task["clipped"]
+        if clipped["samples"]:
+            lines.append(
+                f"  clipped by the budget: {clipped['samples']} samples; they wanted {clipped['tokens_wanted']} tokens "
+                f"and got {clipped['tokens_planned']} ({100 * clipped['kept_fraction']:.1f}% kept)"
+            )
+        else:
+            lines.append("  clipped by the budget: none (every plan is case 1)")
+        if task["peak_gib"]:
+            p = task["peak_gib"]
+            lines.append(f"  predicted peak  median {p['median']:g} GiB  max {p['max']:g} GiB")
+        for gib, memory in task["memory"].items():
+            if memory["do_not_fit"]:
+                docs = ", ".join(str(s["doc_id"]) for s in memory["samples"][:10])
+                lines.append(
+                    f"  {gib} GiB: {memory['do_not_fit']} do not fit as planned ({memory['fit_after_shrinking']} fit after "
+                    f"the adapter shrinks them, {memory['never_fit']} never) - doc_ids {docs}"
+                    + (" ..." if memory["do_not_fit"] > 10 else "")
+                )
+            else:
+                lines.append(f"  {gib} GiB: all fit")
+        for label, key in (
+            ("unreadable", "unreadable"),
+            ("nothing fits the budget", "does_not_fit_budget"),
+            ("errors", "errors"),
+        ):
+            entries = task[key]
+            if entries:
+                lines.append(f"  {label}: {len(entries)}")
+                for entry in entries[:_LIST_LIMIT]:
+                    where = entry.get("path") or ""
+                    lines.append(f"    doc_id {entry['doc_id']}: {where}{': ' if where else ''}{entry['error']}")
+    if report["slowest_probes"]:
+        lines.append(f"slowest probes (of {report['probe_seconds_total']:g} s probing in all):")
+        lines.extend(f"  {p['seconds']:.3f} s  {p['path']}" for p in report["slowest_probes"][:5])
+    lines.append(
+        f"report: {report.get('output')}" + (f"; plots: {', '.join(report['plots'])}" if report["plots"] else "")
+    )
+    lines.append(f"took {report['seconds']:g} s")
+    return "\n".join(lines)
