@@ -31,7 +31,9 @@ def make_videos(folder: Path, count: int, minutes: float) -> list[str]:
     for index in range(count):
         path = folder / f"long_{minutes:g}min_{index}.mp4"
         if not path.exists():
-            write_video(path, width=640, height=360, fps=30.0, duration=60.0 * minutes, gop=60, tone_hz=300.0 + 50 * index)
+            write_video(
+                path, width=640, height=360, fps=30.0, duration=60.0 * minutes, gop=60, tone_hz=300.0 + 50 * index
+            )
         paths.append(str(path))
     return paths
 
@@ -50,7 +52,14 @@ def run(checkpoint: Path, videos: list[str], depth: int, workdir: Path) -> tuple
     requests = [
         Instance(
             "generate_until",
-            ("What happens in this video?", {"max_new_tokens": 32}, lambda doc: doc["visuals"], doc_id, "bench", "test"),
+            (
+                "What happens in this video?",
+                {"max_new_tokens": 32},
+                lambda doc: doc["visuals"],
+                doc_id,
+                "bench",
+                "test",
+            ),
             0,
             {"task": "bench", "doc_id": doc_id, "repeats": 1},
         )
@@ -59,7 +68,9 @@ def run(checkpoint: Path, videos: list[str], depth: int, workdir: Path) -> tuple
     started = time.perf_counter()
     answers = [result.text for result in model.generate_until(requests)]
     seconds = time.perf_counter() - started
-    records = [json.loads(line) for line in (workdir / f"prov_depth{depth}" / "samples_rank0.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (workdir / f"prov_depth{depth}" / "samples_rank0.jsonl").read_text().splitlines()
+    ]
     waits = sum(record["media_wait_seconds"] for record in records)
     print(f"  prefetch={depth}: {seconds:.2f} s, {len(videos) / seconds:.3f} samples/s, waited for media {waits:.2f} s")
     return seconds, answers, [record["input_hash"] for record in records]
