@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import statistics
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
@@ -33,6 +31,7 @@ from typing import Any
 from .config import AdapterConfig, split_generation_kwargs
 from .errors import BudgetError, ConfigError, MediaError
 from .memory import GIB, ModelDims, estimate_peak_memory
+from .report import distribution
 
 __all__ = ["DEFAULT_GPU_GIB", "ModelSide", "load_model_side", "iter_requests", "run_preflight", "render_preflight"]
 
@@ -279,26 +278,6 @@ def _shrinks_to_fit(side: ModelSide, plan_at: Any, plan: Any, peak: int, limit: 
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _distribution(values: Sequence[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-
-    def quantile(q: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-    return {
-        "count": len(ordered),
-        "min": ordered[0],
-        "p10": quantile(0.1),
-        "median": statistics.median(ordered),
-        "mean": round(statistics.fmean(ordered), 3),
-        "p90": quantile(0.9),
-        "p99": quantile(0.99),
-        "max": ordered[-1],
-    }
-
-
 def _task_summary(name: str, rows: list[dict], gpu_gib: Sequence[float], skipped: str | None) -> dict[str, Any]:
     planned = [r for r in rows if r["status"] == "planned"]
     clipped = [r for r in planned if r.get("case", 1) > 1]
@@ -327,8 +306,8 @@ def _task_summary(name: str, rows: list[dict], gpu_gib: Sequence[float], skipped
         "skipped": skipped,
         "requests": len(rows),
         "planned": len(planned),
-        "tokens": _distribution([r["input_tokens"] for r in planned]),
-        "frames": _distribution([r["frames"] for r in planned if r["videos"]]),
+        "tokens": distribution([r["input_tokens"] for r in planned]),
+        "frames": distribution([r["frames"] for r in planned if r["videos"]]),
         "resolutions": dict(resolutions.most_common()),
         "plan_cases": {str(k): v for k, v in sorted(cases.items())},
         "videos_with_audio": sum(1 for r in planned for v in r["videos"] if v["audio_seconds"] > 0),
@@ -350,7 +329,7 @@ def _task_summary(name: str, rows: list[dict], gpu_gib: Sequence[float], skipped
                 for r in sorted(clipped, key=lambda r: r["input_tokens"] / max(1, r["wanted_tokens"]))[:_LIST_LIMIT]
             ],
         },  # fmt: skip
-        "peak_gib": _distribution([round(r["peak_bytes"] / GIB, 3) for r in planned]),
+        "peak_gib": distribution([round(r["peak_bytes"] / GIB, 3) for r in planned]),
         "memory": memory,
         "unreadable": [
             {"doc_id": r["doc_id"], "path": r["path"], "error": r["error"]} for r in rows if r["status"] == "unreadable"

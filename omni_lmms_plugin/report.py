@@ -25,7 +25,7 @@ import json
 import math
 import statistics
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from .provenance import SampleRecord, is_failure_answer, read_records
 
 __all__ = [
     "RunFolder",
+    "distribution",
     "Difference",
     "load_run",
     "dedupe_records",
@@ -175,7 +176,8 @@ def dedupe_records(records: Iterable[SampleRecord]) -> list[SampleRecord]:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _stats(values: list[float]) -> dict[str, float] | None:
+def distribution(values: Sequence[float]) -> dict[str, float] | None:
+    """Count, quantiles (nearest rank), mean and total of ``values``; None when there are none."""
     if not values:
         return None
     ordered = sorted(values)
@@ -186,9 +188,11 @@ def _stats(values: list[float]) -> dict[str, float] | None:
     return {
         "count": len(ordered),
         "min": ordered[0],
+        "p10": quantile(0.1),
         "median": statistics.median(ordered),
-        "mean": statistics.fmean(ordered),
+        "mean": round(statistics.fmean(ordered), 3),
         "p90": quantile(0.9),
+        "p99": quantile(0.99),
         "max": ordered[-1],
         "total": sum(ordered),
     }
@@ -306,13 +310,13 @@ def build_report(run: RunFolder) -> dict[str, Any]:
         "degradations": degraded,
         "memory": {
             "measured": bool(measured),
-            "peak_bytes": _stats([float(v) for v in measured]),
-            "estimated_peak_bytes": _stats([float(v) for v in estimated]),
+            "peak_bytes": distribution([float(v) for v in measured]),
+            "estimated_peak_bytes": distribution([float(v) for v in estimated]),
             "note": None if measured else "no measured peak (a CPU run): the figures are the adapter's estimate",
         },
         "time": {
-            "wall_seconds": _stats([r.wall_seconds for r in records]),
-            "media_wait_seconds": _stats([r.media_wait_seconds for r in records]),
+            "wall_seconds": distribution([r.wall_seconds for r in records]),
+            "media_wait_seconds": distribution([r.media_wait_seconds for r in records]),
             "slowest": [{"task": r.task, "doc_id": r.doc_id, "wall_seconds": r.wall_seconds} for r in slowest],
         },
         "per_sample": per_sample,
