@@ -446,5 +446,6 @@ def plan_video(
     raise BudgetError(
         f"the video needs at least {needed} tokens ({pairs_min * 2} frames at "
         f"{smallest_cols * GRID_PIXELS}x{smallest_rows * GRID_PIXELS}), but the budget leaves {available}: "
-        "raise max_model_len, lower max_new_tokens, shorten the prompt, or lower min_frames/min_pixels"
+        "raise max_model_len, lower max_new_tokens, shorten the prompt, or lower min_frames/min_pixels",
+        needed=needed,
     )

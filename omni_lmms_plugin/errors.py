@@ -25,7 +25,12 @@ class ConfigError(OmniPluginError, ValueError):
 
 
 class BudgetError(OmniPluginError, ValueError):
-    """Nothing fits the token budget, even at the smallest allowed setting."""
+    """Nothing fits the token budget, even at the smallest allowed setting. ``needed`` is the smallest budget that
+    would fit, where it is known."""
+
+    def __init__(self, message: str, needed: int | None = None) -> None:
+        self.needed = needed
+        super().__init__(message)
 
 
 class MediaError(OmniPluginError, ValueError):

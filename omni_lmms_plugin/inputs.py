@@ -238,8 +238,14 @@ def plan_request(
         video_policy = dataclasses.replace(policy, use_audio=wants_audio and info.has_audio)
         plan = plan_for(info, per_video, video_policy)
         if budget_scale < 1.0:
-            # A retry shrinks what the plan used, not the budget: a plan far inside the budget must shrink too.
-            plan = plan_for(info, max(1, int(plan.total_tokens * budget_scale)), video_policy)
+            # A retry shrinks what the plan used, not the budget (a plan far inside the budget must shrink too),
+            # down to the smallest plan the policy allows.
+            try:
+                plan = plan_for(info, max(1, int(plan.total_tokens * budget_scale)), video_policy)
+            except BudgetError as error:
+                if error.needed is None or error.needed > per_video:
+                    raise
+                plan = plan_for(info, error.needed, video_policy)
         videos.append((path, plan, wants_audio))
         entry = {"kind": "video", "path": path, **plan.to_dict()}
         if wants_audio and not info.has_audio:
