@@ -97,7 +97,9 @@ class Qwen25OmniSafe(lmms):
         if self.config.device_map:
             load_kwargs["device_map"] = _parse_device_map(self.config.device_map)
             if isinstance(load_kwargs["device_map"], dict) and "disk" in load_kwargs["device_map"].values():
-                load_kwargs["offload_folder"] = tempfile.mkdtemp(prefix="omni-lmms-offload-")
+                # Removed when the model object goes away or the process exits.
+                self._offload_dir = tempfile.TemporaryDirectory(prefix="omni-lmms-offload-")
+                load_kwargs["offload_folder"] = self._offload_dir.name
             if self.config.max_memory_per_gpu:
                 load_kwargs["max_memory"] = _parse_max_memory(self.config.max_memory_per_gpu)
         self.processor = transformers.Qwen2_5OmniProcessor.from_pretrained(
