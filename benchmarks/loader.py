@@ -1,0 +1,243 @@
+"""Time our video loader against the loaders lmms-eval and qwen-omni-utils use, on long synthetic videos.
+
+    python benchmarks/loader.py [--cache DIR] [--frames 16 64 256] [--quick] [--loaders NAME ...]
+
+Generates (once, into ``--cache``) two 10-minute 1280x720 30 fps H.264 + AAC videos, one with a 2 s GOP and one with a
+10 s GOP, then runs every loader for every frame count, each in a fresh subprocess so that its peak RSS (from
+``os.wait4``) is its own. Wall time is the load call alone (imports excluded); ``base`` is the process RSS just before
+the call, so ``peak - base`` is what the load itself needed, to compare with ``kept``, the size of the returned frames.
+
+Loaders:
+
+* ``ours-exact`` / ``ours-keyframe``: :func:`omni_lmms_plugin.media.load_video` with a plan of exactly N frames at the
+  ``smart_resize`` size (560x1008 for 720p), seek_mode exact / keyframe, video only like the other loaders;
+  ``ours-exact+audio`` also decodes the first 300 s of audio to 16 kHz mono (what audio-in-video adds).
+* ``pyav-sequential``: the reference for exact mode: plain PyAV decoding of every frame, keeping (and resizing the same
+  way) the frame on screen at each planned time; exact mode must not be more than 10% slower.
+* ``lmms-eval``: ``lmms_eval.models.model_utils.load_video.read_video(path, num_frm=N, backend="pyav")`` (native size).
+* ``qwen-torchcodec`` / ``qwen-decord``: ``qwen_omni_utils.v2_5.vision_process.fetch_video({"video": path,
+  "nframes": N})`` with that backend forced through ``FORCE_QWENVL_VIDEO_READER`` (skipped when not installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LOADERS = (
+    "ours-exact",
+    "ours-keyframe",
+    "ours-exact+audio",
+    "pyav-sequential",
+    "lmms-eval",
+    "qwen-torchcodec",
+    "qwen-decord",
+)
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "omni_lmms_plugin" / "bench"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Worker side: one load in this process, result as one JSON line
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _plan(path: str, frames: int, audio: bool = False):
+    from omni_lmms_plugin.budget import VideoPolicy
+    from omni_lmms_plugin.media import plan_for, probe
+
+    info = probe(path)
+    policy = VideoPolicy(
+        fps=frames / info.duration, min_frames=frames, max_frames=frames, frame_floor=frames, use_audio=audio
+    )
+    return plan_for(info, 10**9, policy)
+
+
+def _sequential(path: str, plan) -> tuple:
+    """Decode every frame in order; keep the frame on screen at each planned time (the exact-mode contract)."""
+    import av
+    import numpy as np
+
+    out = np.empty((plan.frames, plan.height, plan.width, 3), dtype=np.uint8)
+    targets = plan.frame_times
+    index, previous = 0, None
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        origin, time_base = stream.start_time or 0, stream.time_base
+        for frame in container.decode(stream):
+            seconds = float((frame.pts - origin) * time_base)
+            while index < len(targets) and seconds > targets[index] + 1e-6:
+                chosen = previous if previous is not None else frame
+                out[index] = chosen.to_ndarray(
+                    width=plan.width, height=plan.height, format="rgb24", interpolation="BICUBIC"
+                )
+                index += 1
+            if index == len(targets):
+                break
+            previous = frame
+        while index < len(targets):
+            out[index] = previous.to_ndarray(
+                width=plan.width, height=plan.height, format="rgb24", interpolation="BICUBIC"
+            )
+            index += 1
+    return out.shape, out.nbytes
+
+
+def worker(loader: str, path: str, frames: int) -> dict:
+    """Import what ``loader`` needs, then time one load of ``frames`` frames."""
+    if loader.startswith("qwen-"):
+        os.environ["FORCE_QWENVL_VIDEO_READER"] = loader.split("-", 1)[1]
+        from qwen_omni_utils.v2_5.vision_process import fetch_video
+
+        def call():
+            video = fetch_video({"video": path, "nframes": frames})
+            return tuple(video.shape), video.element_size() * video.nelement()
+    elif loader == "lmms-eval":
+        from lmms_eval.models.model_utils.load_video import read_video
+
+        def call():
+            video = read_video(path, num_frm=frames, backend="pyav")
+            return video.shape, video.nbytes
+    elif loader.startswith("ours-"):
+        from omni_lmms_plugin.media import load_video
+
+        mode = loader.split("-", 1)[1].removesuffix("+audio")
+        plan = _plan(path, frames, audio=loader.endswith("+audio"))
+
+        def call():
+            video = load_video(path, plan, seek_mode=mode, decode_timeout=3600)
+            return video.frames.shape, video.frames.nbytes
+    elif loader == "pyav-sequential":
+        plan = _plan(path, frames)
+
+        def call():
+            return _sequential(path, plan)
+    else:
+        raise SystemExit(f"Invalid loader ({loader}). Supported values are {', '.join(LOADERS)}.")
+    base = _rss_bytes()
+    started = time.perf_counter()
+    shape, nbytes = call()
+    return {"seconds": time.perf_counter() - started, "shape": list(shape), "kept": nbytes, "base": base}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Driver side
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def ensure_videos(cache: Path, quick: bool) -> list[Path]:
+    """The benchmark videos, generated once (written to a temporary name, then renamed)."""
+    from omni_lmms_plugin.synthetic_media import write_video
+
+    cache.mkdir(parents=True, exist_ok=True)
+    duration, width, height = (60.0, 640, 360) if quick else (600.0, 1280, 720)
+    tag = "quick_360p30" if quick else "long_720p30"
+    paths = []
+    for gop_seconds in (2, 10):
+        path = cache / f"{tag}_gop{gop_seconds}s.mp4"
+        if not path.exists():
+            started = time.perf_counter()
+            part = path.with_suffix(".part.mp4")
+            write_video(
+                part,
+                width=width,
+                height=height,
+                fps=30.0,
+                duration=duration,
+                gop=30 * gop_seconds,
+                audio_signal="chirp",
+            )
+            os.replace(part, path)
+            print(f"generated {path} in {time.perf_counter() - started:.1f} s", flush=True)
+        paths.append(path)
+    return paths
+
+
+def run_one(loader: str, path: Path, frames: int) -> dict:
+    """Run one load in a fresh subprocess; its own peak RSS comes from ``os.wait4``."""
+    command = [sys.executable, os.path.abspath(__file__), "--worker", loader, str(path), str(frames)]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(process.pid, 0)  # reap it ourselves to get this child's own rusage
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if process.returncode != 0 or not lines:
+        tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"error": tail[0][:100]}
+    result = json.loads(lines[-1])
+    result["peak"] = usage.ru_maxrss * 1024
+    return result
+
+
+def available(loader: str) -> bool:
+    if loader == "qwen-torchcodec":
+        return importlib.util.find_spec("torchcodec") is not None
+    if loader == "qwen-decord":
+        return importlib.util.find_spec("decord") is not None
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder for the generated videos")
+    parser.add_argument("--frames", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--quick", action="store_true", help="1-minute 360p videos (a smoke run)")
+    parser.add_argument("--loaders", nargs="+", default=list(LOADERS), choices=LOADERS)
+    parser.add_argument("--worker", nargs=3, metavar=("LOADER", "PATH", "FRAMES"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        loader, path, frames = args.worker
+        print(json.dumps(worker(loader, path, int(frames))), flush=True)
+        return 0
+
+    videos = ensure_videos(args.cache, args.quick)
+    loaders = [loader for loader in args.loaders if available(loader)]
+    skipped = sorted(set(args.loaders) - set(loaders))
+    if skipped:
+        print(f"skipped (not installed): {', '.join(skipped)}")
+    header = f"{'video':<26} {'frames':>6} {'loader':<16} {'wall s':>8} {'x ours':>7} {'peak MB':>8} {'base MB':>8} {'kept MB':>8}  shape"
+    print(header)
+    print("-" * len(header))
+    ok = True
+    for video in videos:
+        for frames in args.frames:
+            results = {loader: run_one(loader, video, frames) for loader in loaders}
+            ours = results.get("ours-exact", {}).get("seconds")
+            for loader, result in results.items():
+                if "error" in result:
+                    print(f"{video.name:<26} {frames:>6} {loader:<16} failed: {result['error']}", flush=True)
+                    continue
+                ratio = f"{result['seconds'] / ours:7.2f}" if ours else "      -"
+                print(
+                    f"{video.name:<26} {frames:>6} {loader:<16} {result['seconds']:8.2f} {ratio} "
+                    f"{result['peak'] / 2**20:8.0f} {result['base'] / 2**20:8.0f} {result['kept'] / 2**20:8.0f}  "
+                    f"{'x'.join(map(str, result['shape']))}",
+                    flush=True,
+                )
+            sequential = results.get("pyav-sequential", {}).get("seconds")
+            if ours and sequential and ours > 1.1 * sequential:
+                ok = False
+                print(f"  !! exact mode {ours:.2f} s is more than 10% slower than sequential {sequential:.2f} s")
+            print(flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,399 @@
+"""probe / plan_for / load_video / load_audio against real files whose frames carry their own index."""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import re
+import subprocess
+import sys
+import time
+import tracemalloc
+
+import av
+import numpy as np
+import pytest
+
+from omni_lmms_plugin import media
+from omni_lmms_plugin import synthetic_media as sm
+from omni_lmms_plugin.budget import TokenBudget, VideoPolicy
+from omni_lmms_plugin.errors import BudgetError, ConfigError, DecodeTimeoutError, MediaError
+
+BIG = TokenBudget(max_model_len=200_000)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fixtures and the reference decoder
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    return {
+        "mp4": sm.write_video(root / "v.mp4", duration=4.0, gop=20, bframes=2),
+        "mkv": sm.write_video(root / "v.mkv", duration=4.0, gop=25),
+        "webm": sm.write_video(root / "v.webm", duration=4.0, gop=30),
+        "vfr": sm.write_video(root / "vfr.mp4", duration=4.0, gop=20, vfr=True),
+        "vfr_mkv": sm.write_video(root / "vfr.mkv", duration=4.0, gop=20, vfr=True, bframes=2),
+        "long": sm.write_video(root / "long.mp4", duration=20.0, gop=15, width=160, height=120, audio_signal="chirp"),
+        "one": sm.write_one_frame_video(root / "one.mp4"),
+    }
+
+
+def reference(path) -> list[tuple[float, int]]:
+    """(seconds from the stream start, marker index) of every frame, by plain sequential PyAV decoding."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        origin = stream.start_time or 0
+        return [
+            (float((frame.pts - origin) * stream.time_base), sm.read_frame_index(frame.to_ndarray(format="rgb24")))
+            for frame in container.decode(stream)
+        ]
+
+
+def keyframe_times(path) -> list[float]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        origin = stream.start_time or 0
+        return sorted(
+            float((p.pts - origin) * stream.time_base)
+            for p in container.demux(stream)
+            if p.pts is not None and p.is_keyframe
+        )
+
+
+def with_times(plan, times):
+    return dataclasses.replace(plan, frames=len(times), frame_times=tuple(times))
+
+
+def check_exact(path, loaded):
+    """Every returned frame is the one on screen at its planned time: the last frame with pts <= t."""
+    ref = reference(path)
+    ref_times = [seconds for seconds, _ in ref]
+    assert loaded.frames.shape == (loaded.plan.frames, loaded.plan.height, loaded.plan.width, 3)
+    for target, frame, seconds in zip(loaded.plan.frame_times, loaded.frames, loaded.frame_times, strict=True):
+        slot = max(bisect.bisect_right(ref_times, target + 1e-6) - 1, 0)
+        expected_time, expected_index = ref[slot]
+        assert sm.read_frame_index(frame) == expected_index, f"target {target}"
+        assert seconds == pytest.approx(expected_time, abs=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# probe and plan_for
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["mp4", "mkv", "webm", "vfr"])
+def test_probe_reads_headers(files, kind):
+    info = media.probe(files[kind])
+    assert (info.width, info.height, info.has_video, info.has_audio) == (320, 240, True, True)
+    assert info.duration == pytest.approx(4.0, abs=0.05)
+    assert info.frame_rate == pytest.approx(30.0, rel=0.02)
+    assert info.audio_sample_rate in (16000, 48000) and info.audio_channels == 1
+    if kind in ("mkv", "webm"):
+        assert info.frame_count_header is None  # Matroska carries no frame count; the duration tag is used
+        assert info.duration_source == "stream_tag"
+    else:
+        assert info.frame_count_header == 120 and info.duration_source == "video_stream"
+
+
+class _NoDecodeContainer:
+    """Wraps an input container and fails on any decode call."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        if name == "decode":
+            raise AssertionError("probe decoded frames")
+        return getattr(self._inner, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._inner.close()
+
+
+@pytest.mark.parametrize("kind", ["mp4", "mkv", "webm"])
+def test_probe_never_decodes(files, kind, monkeypatch):
+    real_open = av.open
+    monkeypatch.setattr(media.av, "open", lambda *a, **k: _NoDecodeContainer(real_open(*a, **k)))
+    started = time.perf_counter()
+    info = media.probe(files[kind])
+    assert time.perf_counter() - started < 0.5
+    assert info.has_video
+
+
+def test_probe_audio_only(tmp_path):
+    info = media.probe(sm.write_audio(tmp_path / "a.m4a", duration=2.0))
+    assert (info.has_video, info.has_audio, info.audio_sample_rate) == (False, True, 16000)
+    assert info.duration == pytest.approx(2.0, abs=0.1)
+
+
+def test_plan_for_uses_the_probe(files):
+    info = media.probe(files["mp4"])
+    plan = media.plan_for(info, BIG, VideoPolicy(fps=2.0))
+    assert plan.frames == 8 and plan.duration == pytest.approx(4.0)
+    assert plan.audio_samples == 64000
+    with pytest.raises(BudgetError):
+        media.plan_for(info, 10)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Exact mode: frame identity and timestamps
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["mp4", "mkv", "webm", "vfr", "vfr_mkv"])
+@pytest.mark.parametrize("fps", [0.5, 2.0, 30.0])  # sparse (the 4-frame minimum), default, every frame
+def test_exact_mode_returns_the_frame_on_screen(files, kind, fps):
+    loaded = media.load_video(files[kind], budget=BIG, policy=VideoPolicy(fps=fps))
+    check_exact(files[kind], loaded)
+    assert loaded.audio is not None and loaded.audio.shape == (loaded.plan.audio_samples,)
+    if fps == 30.0 and kind in ("mp4", "mkv", "webm"):
+        assert [sm.read_frame_index(f) for f in loaded.frames] == list(range(120))
+
+
+@pytest.mark.parametrize("kind", ["mp4", "mkv", "webm", "vfr_mkv"])
+def test_exact_mode_at_awkward_times(files, kind):
+    plan = media.plan_for(media.probe(files[kind]), BIG)
+    ref_times = [seconds for seconds, _ in reference(files[kind])]
+    # On frame boundaries, just before them, before the first frame's end, within the last frame, repeated times.
+    times = sorted(
+        {0.0, 0.001, 3.99, 1.0, 1.0 - 1e-4, 2.5}
+        | {ref_times[i] for i in (1, 17, 60, 99)}
+        | {ref_times[i] - 1e-3 for i in (40, 80)}
+    ) + [3.99]
+    loaded = media.load_video(files[kind], with_times(plan, times))
+    check_exact(files[kind], loaded)
+
+
+def test_exact_mode_sparse_seeks_instead_of_decoding_everything(files):
+    plan = media.plan_for(media.probe(files["long"]), BIG, VideoPolicy(fps=0.2))  # 4 frames of a 600-frame video
+    loaded = media.load_video(files["long"], plan)
+    check_exact(files["long"], loaded)
+    assert plan.frames == 4
+    assert loaded.decoded_frames <= 4 * 15 + 8  # at most one GOP per target (plus decoder look-ahead)
+    dense = media.load_video(files["long"], budget=BIG, policy=VideoPolicy(fps=5.0))
+    check_exact(files["long"], dense)
+    assert dense.decoded_frames <= 600
+
+
+def test_one_frame_video(files):
+    loaded = media.load_video(files["one"], budget=BIG)
+    assert loaded.plan.frames == 1 and loaded.frames.shape[0] == 1
+    assert sm.read_frame_index(loaded.frames[0]) == 0 and loaded.frame_times == (0.0,)
+    assert loaded.audio is None
+
+
+def test_resized_to_exactly_the_planned_size(files):
+    plan = media.plan_for(media.probe(files["mp4"]), BIG)
+    small = dataclasses.replace(plan, height=56, width=84)
+    loaded = media.load_video(files["mp4"], small)
+    assert loaded.frames.shape == (plan.frames, 56, 84, 3) and loaded.frames.dtype == np.uint8
+    check_exact(files["mp4"], loaded)
+
+
+def test_sample_fps_comes_from_real_times(files):
+    loaded = media.load_video(files["mp4"], budget=BIG, policy=VideoPolicy(fps=2.0))
+    span = loaded.frame_times[-1] - loaded.frame_times[0]
+    assert loaded.sample_fps == pytest.approx((loaded.plan.frames - 1) / span)
+    assert loaded.sample_fps == pytest.approx(2.0, rel=0.05)
+
+
+def test_memory_is_bounded_by_kept_frames(tmp_path):
+    path = sm.write_video(tmp_path / "big.mp4", width=640, height=480, duration=6.0, audio=False)
+    plan = media.plan_for(media.probe(path), BIG, VideoPolicy(fps=1.0))
+    tracemalloc.start()
+    try:
+        loaded = media.load_video(path, plan)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    one_decoded = 640 * 480 * 3
+    assert peak < loaded.frames.nbytes + 4 * one_decoded + 2_000_000
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Keyframe mode
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["mp4", "mkv", "webm", "vfr"])
+def test_keyframe_mode_snaps_to_nearest_keyframes_deterministically(files, kind):
+    path = files[kind]
+    keys = keyframe_times(path)
+    ref = dict(reference(path))
+    plan = media.plan_for(media.probe(path), BIG, VideoPolicy(fps=2.0))
+    first = media.load_video(path, plan, seek_mode="keyframe")
+    second = media.load_video(path, plan, seek_mode="keyframe")
+    assert first.frame_times == second.frame_times and np.array_equal(first.frames, second.frames)
+    for target, seconds, frame in zip(plan.frame_times, first.frame_times, first.frames, strict=True):
+        nearest = min(keys, key=lambda key: (abs(key - target), key))
+        assert seconds == pytest.approx(nearest, abs=1e-6)
+        assert sm.read_frame_index(frame) == ref[min(ref, key=lambda t: abs(t - seconds))]
+    assert first.decoded_frames < 30
+    if len(set(first.frame_times)) > 1:
+        span = first.frame_times[-1] - first.frame_times[0]
+        assert first.sample_fps == pytest.approx((plan.frames - 1) / span)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Audio
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _dominant_hz(chunk: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(chunk * np.hanning(len(chunk))))
+    return float(np.argmax(spectrum) * 16000 / len(chunk))
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm"])
+def test_audio_is_the_planned_span_of_the_chirp(tmp_path, suffix):
+    path = sm.write_video(tmp_path / f"c{suffix}", duration=6.0, audio_signal="chirp", audio_sample_rate=16000)
+    plan = media.plan_for(media.probe(path), BIG)
+    plan = dataclasses.replace(plan, audio_start=2.0, audio_seconds=3.0, audio_samples=48000)
+    loaded = media.load_video(path, plan)
+    assert loaded.audio.dtype == np.float32 and loaded.audio.shape == (48000,)
+    window = 1600  # 0.1 s
+    for offset in (0.2, 1.0, 2.0, 2.8):
+        lo = int(offset * 16000)
+        measured = _dominant_hz(loaded.audio[lo : lo + window])
+        expected = float(sm.chirp_frequency(2.0 + offset + 0.05, 6.0))
+        assert measured == pytest.approx(expected, abs=30), f"at {offset} s"
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_audio_onset_lands_at_its_time_and_pads_to_exact_length(tmp_path, suffix):
+    onset = 1.5
+    path = sm.write_video(
+        tmp_path / f"t{suffix}",
+        duration=3.0,
+        audio_signal=lambda t: np.where(t >= onset, 0.5 * np.sin(2 * np.pi * 440 * t), 0.0),
+    )
+    plan = media.plan_for(media.probe(path), BIG)
+    plan = dataclasses.replace(plan, audio_start=0.5, audio_seconds=4.0, audio_samples=64000)  # runs 1.5 s past the end
+    audio = media.load_video(path, plan).audio
+    assert audio.shape == (64000,)
+    first_loud = int(np.argmax(np.abs(audio) > 0.05))
+    assert abs(first_loud - (onset - 0.5) * 16000) < 40  # AAC smears an onset by a few samples
+    assert np.abs(audio[int(2.6 * 16000) :]).max() == 0.0  # zero padding after the track ends at 3.0 s
+
+
+def test_no_audio_track_gives_none_with_a_note(tmp_path):
+    path = sm.write_video_without_audio(tmp_path / "silent.mp4", duration=2.0)
+    plan = media.plan_for(media.probe(path), BIG)
+    asking = dataclasses.replace(plan, audio_seconds=2.0, audio_samples=32000)
+    loaded = media.load_video(path, asking)
+    assert loaded.audio is None and any("no audio track" in note for note in loaded.notes)
+    assert media.load_video(path, plan).audio is None
+
+
+def test_load_audio(tmp_path):
+    path = sm.write_audio(tmp_path / "a.mp3", duration=4.0, signal="chirp")
+    whole = media.load_audio(path)
+    assert whole.dtype == np.float32 and abs(len(whole) - 64000) < 1200
+    part = media.load_audio(path, start=1.0, seconds=2.0)
+    assert part.shape == (32000,)
+    assert _dominant_hz(part[:1600]) == pytest.approx(float(sm.chirp_frequency(1.05, 4.0)), abs=30)
+    capped = media.load_audio(path, max_seconds=1.0)
+    assert capped.shape == (16000,)
+    padded = media.load_audio(path, start=3.0, seconds=2.0)
+    assert padded.shape == (32000,) and np.abs(padded[20000:]).max() == 0.0
+
+
+def test_load_audio_of_a_long_track_stops_at_max_seconds(tmp_path):
+    path = sm.write_long_audio(tmp_path / "long.wav", minutes=10.0)
+    started = time.perf_counter()
+    audio = media.load_audio(path, max_seconds=300)
+    assert audio.shape == (300 * 16000,)
+    assert time.perf_counter() - started < 10
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Bad input: every error names the file
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _raises(path, cause, call=None):
+    call = call or (lambda p: media.load_video(p, budget=BIG))
+    with pytest.raises(MediaError, match=re.escape(path.name)) as info:
+        call(path)
+    assert re.search(cause, str(info.value)), str(info.value)
+    return info.value
+
+
+def test_missing_file(tmp_path):
+    _raises(tmp_path / "nowhere.mp4", "file not found")
+    _raises(tmp_path / "nowhere.mp4", "file not found", media.probe)
+    _raises(tmp_path / "nowhere.wav", "file not found", media.load_audio)
+
+
+def test_zero_byte_file(tmp_path):
+    path = sm.write_zero_byte_file(tmp_path / "empty.mp4")
+    _raises(path, "empty")
+    _raises(path, "empty", media.probe)
+
+
+def test_text_file_named_mp4(tmp_path):
+    path = sm.write_text_as_video(tmp_path / "notes.mp4")
+    _raises(path, "not a media file")
+    _raises(path, "not a media file", media.probe)
+
+
+def test_truncated_mp4_without_index(files, tmp_path):
+    path = sm.truncate_file(files["mp4"], tmp_path / "cut.mp4", keep=0.6)  # the moov index is at the end
+    _raises(path, "not a media file")
+
+
+def test_truncated_mkv_has_too_few_frames(files, tmp_path):
+    path = sm.truncate_file(files["mkv"], tmp_path / "cut.mkv", keep=0.5)
+    plan = media.plan_for(media.probe(files["mkv"]), BIG)
+    _raises(path, r"decoded \d+ of 8 planned frames", lambda p: media.load_video(p, plan))
+    _raises(path, r"decoded \d+ of 8 planned frames", lambda p: media.load_video(p, plan, seek_mode="keyframe"))
+
+
+def test_undecodable_data(files, tmp_path):
+    path = sm.corrupt_file(files["mkv"], tmp_path / "noise.mkv", start=0.05, end=1.0)
+    plan = media.plan_for(media.probe(files["mkv"]), BIG)
+    _raises(path, "undecodable|planned frames|cannot|not a media file", lambda p: media.load_video(p, plan))
+
+
+def test_no_video_stream(tmp_path):
+    path = sm.write_audio(tmp_path / "speech.m4a", duration=1.0)
+    _raises(path, "no video stream")
+    plan = media.plan_for(media.probe(sm.write_video(tmp_path / "v.mp4", duration=1.0)), BIG)
+    _raises(path, "no video stream", lambda p: media.load_video(p, plan))
+
+
+def test_pathological_aspect_ratio(tmp_path):
+    wide = sm.write_extreme_aspect_video(tmp_path / "ribbon.mp4", width=5000, height=24)
+    _raises(wide, r"aspect ratio .*200:1")
+    accepted = media.load_video(sm.write_extreme_aspect_video(tmp_path / "strip.mp4"), budget=BIG)
+    assert accepted.frames.shape[1:] == (accepted.plan.height, accepted.plan.width, 3)
+
+
+def test_decode_timeout_fires(files):
+    plan = media.plan_for(media.probe(files["long"]), BIG, VideoPolicy(fps=30.0, max_frames=600))
+    with pytest.raises(DecodeTimeoutError, match=re.escape(files["long"].name)) as info:
+        media.load_video(files["long"], plan, decode_timeout=0.01)
+    assert isinstance(info.value, MediaError) and isinstance(info.value, TimeoutError)
+    assert "decode_timeout" in str(info.value)
+
+
+def test_argument_errors(files):
+    with pytest.raises(ConfigError, match="Supported values are exact, keyframe"):
+        media.load_video(files["mp4"], budget=BIG, seek_mode="approximate")
+    with pytest.raises(ConfigError, match="needs a plan"):
+        media.load_video(files["mp4"])
+    plan = media.plan_for(media.probe(files["mp4"]), BIG)
+    with pytest.raises(ConfigError, match="not both"):
+        media.load_video(files["mp4"], plan, budget=BIG)
+
+
+def test_import_is_torch_free():
+    code = "import sys, omni_lmms_plugin.media, omni_lmms_plugin.synthetic_media; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
