@@ -52,7 +52,7 @@ __all__ = [
 
 PROVENANCE_DIR = "omni_provenance"
 CHECKSUMS = "SHA256SUMS"
-PLOTS_EXTRA = "pip install 'omni-lmms-plugin[plots]'"
+PLOTS_EXTRA = "pip install 'matplotlib>=3.7'"
 
 # Keys of a logged lmms-eval sample that are not scores.
 _SAMPLE_KEYS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "token_counts", "doc_hash",
