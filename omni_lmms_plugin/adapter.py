@@ -33,9 +33,9 @@ from . import __version__  # noqa: E402
 from . import generation as gen  # noqa: E402
 from .budget import GRID_PIXELS, PATCH_SIZE, TEMPORAL_PATCH  # noqa: E402
 from .config import AdapterConfig, TaskVideoOverrides, split_generation_kwargs  # noqa: E402
-from .errors import BudgetError, ConfigError, GenerationFailedError  # noqa: E402
-from .inputs import PreparedInputs, Request, plan_request, prepare_inputs  # noqa: E402
-from .memory import GIB, ModelDims, estimate_peak_memory  # noqa: E402
+from .errors import ConfigError, GenerationFailedError  # noqa: E402
+from .inputs import PreparedInputs, Request, RequestPlan, plan_request, prepare_inputs  # noqa: E402
+from .memory import GIB, ModelDims  # noqa: E402
 from .pipeline import Prepared, prefetched  # noqa: E402
 from .provenance import (  # noqa: E402
     ProvenanceWriter,
@@ -127,7 +127,7 @@ class Qwen25OmniSafe(lmms):
 
         folder = Path(self.config.provenance_dir) if self.config.provenance_dir else default_provenance_dir()
         self.provenance = ProvenanceWriter(folder, self._rank)
-        weights = _weight_files(self.config.pretrained)
+        weights = _weight_files(self.config.pretrained, self.config.revision)
         self.config_key = stable_hash(
             {
                 "config": {k: v for k, v in self.config.to_dict().items() if k not in _NOT_IN_RESUME_KEY},
@@ -306,9 +306,9 @@ class Qwen25OmniSafe(lmms):
         generation_kwargs, overrides = split_generation_kwargs(request.gen_kwargs)
         return gen.GenerationParams.from_lmms(generation_kwargs, self.config.max_new_tokens), overrides
 
-    def _prepare(self, request: Request, budget_scale: float) -> PreparedInputs:
+    def _plan(self, request: Request, budget_scale: float) -> RequestPlan:
         params, overrides = self._generation_settings(request)
-        plan = plan_request(
+        return plan_request(
             self.processor,
             request,
             self.config,
@@ -317,7 +317,9 @@ class Qwen25OmniSafe(lmms):
             max_new_tokens=params.max_new_tokens,
             budget_scale=budget_scale,
         )
-        return prepare_inputs(self.processor, request, plan, self.config)
+
+    def _prepare(self, request: Request, budget_scale: float) -> PreparedInputs:
+        return prepare_inputs(self.processor, request, self._plan(request, budget_scale), self.config)
 
     def _prepare_first(self, request: Request) -> PreparedInputs:
         return self._prepare(request, 1.0)
@@ -345,45 +347,38 @@ class Qwen25OmniSafe(lmms):
         }
         return sorted(devices, key=str)
 
-    def _estimate(self, inputs: PreparedInputs, max_new_tokens: int) -> int:
-        patches_per_frame_pair = 0
-        for video in inputs.videos:
-            patches_per_frame_pair = max(
-                patches_per_frame_pair, 4 * (video.plan.height // GRID_PIXELS) * (video.plan.width // GRID_PIXELS)
-            )
-        estimate = estimate_peak_memory(
+    def _estimate(self, plan: RequestPlan, max_new_tokens: int) -> int:
+        return plan.estimate_peak(
             self.dims,
-            sequence_length=inputs.tokens["input"],
-            vision_patches=inputs.vision_patches,
-            vision_group_patches=patches_per_frame_pair * (self.config.vision_group_frames // 2) or None,
             attention=self.attn_implementation,
             dtype=str(self.dtype).replace("torch.", ""),
-            last_position_logits=True,
+            vision_group_frames=self.config.vision_group_frames,
             max_new_tokens=max_new_tokens,
             weight_bytes=self.weight_bytes,
         )
-        return estimate.peak
 
     def _fit_memory(
         self, request: Request, inputs: PreparedInputs, attempt: gen.Attempt, max_new_tokens: int
     ) -> tuple[PreparedInputs, int]:
-        """Shrink the plan before generating while the estimate exceeds the free device memory (or the cap)."""
-        estimate = self._estimate(inputs, max_new_tokens)
+        """Shrink the plan before generating while the estimate exceeds the free device memory (or the cap). Only
+        plans are made while shrinking (metadata); the chosen one is decoded once."""
+        plan = inputs.plan
+        estimate = self._estimate(plan, max_new_tokens)
         room = self._memory_room()
-        shrinks = 0
+        scale, shrinks = attempt.budget_scale, 0
         while (
-            room is not None and estimate - self.weight_bytes > room and inputs.videos and shrinks < _MAX_MEMORY_SHRINKS
+            room is not None and estimate - self.weight_bytes > room and plan.videos and shrinks < _MAX_MEMORY_SHRINKS
         ):
-            try:
-                smaller = self._prepare(request, attempt.budget_scale * self.config.oom_shrink)
-            except BudgetError:
+            smaller = self._plan(request, scale * self.config.oom_shrink)
+            if smaller.input_tokens >= plan.input_tokens:
                 attempt.notes.append("the plan is at its smallest; generating with it (the OOM loop guards the rest)")
                 break
-            attempt.budget_scale *= self.config.oom_shrink
-            shrinks += 1
-            inputs, estimate = smaller, self._estimate(smaller, max_new_tokens)
+            scale, shrinks, plan = scale * self.config.oom_shrink, shrinks + 1, smaller
+            estimate = self._estimate(plan, max_new_tokens)
         if shrinks:
+            attempt.budget_scale = scale
             attempt.notes.append(f"plan shrunk {shrinks}x before generating: estimated peak above the memory available")
+            inputs = prepare_inputs(self.processor, request, plan, self.config)
         return inputs, estimate
 
     def _to_device(self, inputs: PreparedInputs) -> dict[str, Any]:
@@ -436,12 +431,13 @@ class Qwen25OmniSafe(lmms):
 
         outcome = gen.run_with_retries(attempt_fn, oom_retries=self.config.oom_retries, shrink=self.config.oom_shrink)
         answered: _Answered | None = outcome.result
-        if answered is not None:
-            answer = answered.answer
-            if not answer.strip():
-                outcome.attempts[-1].notes.append("the model generated an empty answer")
-        else:
-            answer = failure_answer(outcome.failure or "unknown failure")
+        if answered is not None and not answered.answer.strip():
+            # Never an empty string scored as an answer: it is recorded as what it is.
+            outcome.failure = f"the model generated no text ({answered.new_tokens} new tokens, cut at stop strings)"
+            outcome.attempts[-1].outcome = "empty"
+        answer = (
+            answered.answer if answered is not None and outcome.failure is None else failure_answer(outcome.failure)
+        )
         tokens = dict(answered.inputs.tokens) if answered else {}
         if answered:
             tokens["generated"] = answered.new_tokens
@@ -451,7 +447,7 @@ class Qwen25OmniSafe(lmms):
             split=request.split,
             request_key=request.key(),
             config_key=self.config_key,
-            status="answered" if answered else "failed",
+            status="answered" if outcome.failure is None else "failed",
             answer=answer,
             failure=outcome.failure,
             media=answered.inputs.media if answered else [],
@@ -498,7 +494,7 @@ def _parse_max_memory(spec: str) -> dict[Any, str]:
     return limits
 
 
-def _weight_files(pretrained: str) -> list[Path]:
+def _weight_files(pretrained: str, revision: str | None = None) -> list[Path]:
     """The weight files behind ``pretrained``: a local folder, or the snapshot in the Hugging Face cache."""
     folder = Path(pretrained)
     if not folder.is_dir():
@@ -506,7 +502,9 @@ def _weight_files(pretrained: str) -> list[Path]:
             from huggingface_hub import snapshot_download
 
             folder = Path(
-                snapshot_download(pretrained, local_files_only=True, allow_patterns=["*.safetensors", "*.json"])
+                snapshot_download(
+                    pretrained, revision=revision, local_files_only=True, allow_patterns=["*.safetensors", "*.json"]
+                )
             )
         except Exception:  # noqa: BLE001 - provenance only: a missing snapshot leaves the weight list empty
             return []

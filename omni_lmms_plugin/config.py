@@ -116,17 +116,16 @@ class AdapterConfig:
 
     def video_policy(self, overrides: TaskVideoOverrides | None = None) -> VideoPolicy:
         """The sampling policy for a request: these model args, then the task's overrides on top."""
-        policy = VideoPolicy(
-            fps=self.fps,
-            min_frames=self.min_frames,
-            max_frames=self.max_frames,
-            frame_floor=max(self.frame_floor, self.min_frames),
-            min_pixels=self.min_pixels,
-            max_pixels=self.max_pixels,
-        )
-        if overrides is not None:
-            policy = dataclasses.replace(policy, **overrides.policy_fields())
-        return policy
+        fields_ = {
+            "fps": self.fps,
+            "min_frames": self.min_frames,
+            "max_frames": self.max_frames,
+            "min_pixels": self.min_pixels,
+            "max_pixels": self.max_pixels,
+            **(overrides.policy_fields() if overrides is not None else {}),
+        }
+        # The floor never sits below the minimum, whichever of the two the task raised.
+        return VideoPolicy(**fields_, frame_floor=max(self.frame_floor, fields_["min_frames"]))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -139,6 +138,8 @@ def _coerce(key: str, raw: Any, annotation: Any) -> Any:
         return _to_bool_word(raw) if key == "use_audio_in_video" else str(raw)
     if "None" in text and str(raw).strip().lower() in ("none", "null", ""):
         return None
+    if key == "batch_size" and str(raw).startswith("auto"):
+        return 1  # lmms-eval's "auto": requests are answered one at a time in any case
     try:
         if text.startswith("bool"):
             word = _to_bool_word(raw)

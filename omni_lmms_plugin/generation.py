@@ -265,13 +265,13 @@ def run_with_retries(
                 attempt.outcome, attempt.error = "failed", f"{type(error).__name__}: {error}"
                 return AttemptOutcome(None, attempt.error, attempts)
             attempt.outcome, attempt.error = "out_of_memory", f"{type(error).__name__}: {str(error)[:300]}"
-            del error
-            free_device_memory()
-            # From the scale the attempt ended at: it may have shrunk its plan further before generating.
-            scale = math.floor(attempt.budget_scale * shrink * 1e6) / 1e6
-            continue
-        attempt.outcome = "answered"
-        attempt.seconds = time.perf_counter() - started
-        return AttemptOutcome(result.answer, None, attempts, result)
+        else:
+            attempt.outcome = "answered"
+            attempt.seconds = time.perf_counter() - started
+            return AttemptOutcome(result.answer, None, attempts, result)
+        # Out of the except block, so the exception's traceback (and the tensors its frames hold) is gone.
+        free_device_memory()
+        # From the scale the attempt ended at: it may have shrunk its plan further before generating.
+        scale = math.floor(attempt.budget_scale * shrink * 1e6) / 1e6
     reason = f"out of memory on all {oom_retries + 1} attempts (last budget scale {attempts[-1].budget_scale:g})"
     return AttemptOutcome(None, reason, attempts)

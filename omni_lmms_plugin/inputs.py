@@ -18,6 +18,7 @@ import torch
 from .budget import (
     AUDIO_SAMPLE_RATE,
     BLOCK_SPECIAL_TOKENS,
+    GRID_PIXELS,
     MAX_AUDIO_SECONDS,
     TokenBudget,
     VideoPlan,
@@ -26,8 +27,9 @@ from .budget import (
     plan_image,
 )
 from .config import AdapterConfig, TaskVideoOverrides
-from .errors import BudgetError, MediaError
+from .errors import BudgetError, ConfigError, MediaError
 from .media import LoadedVideo, load_audio, load_video, plan_for, probe
+from .memory import ModelDims, estimate_peak_memory
 
 __all__ = [
     "Request",
@@ -113,7 +115,7 @@ class PreparedInputs:
     media: list[dict[str, Any]]
     tokens: dict[str, int]
     input_hash: str
-    vision_patches: int
+    plan: RequestPlan
     decode_seconds: float = 0.0
     videos: list[LoadedVideo] = field(default_factory=list)
 
@@ -130,11 +132,11 @@ def _resample(waveform: np.ndarray, rate: int) -> np.ndarray:
     return np.interp(positions, np.arange(len(waveform)), waveform).astype(np.float32)
 
 
-def _standalone_audio(item: MediaItem) -> np.ndarray:
+def _standalone_audio(item: MediaItem, decode_timeout: float) -> np.ndarray:
     if isinstance(item.source, dict):
         waveform = _resample(item.source["array"], int(item.source.get("sampling_rate", AUDIO_SAMPLE_RATE)))
         return waveform[: MAX_AUDIO_SECONDS * AUDIO_SAMPLE_RATE]
-    return load_audio(item.source, max_seconds=MAX_AUDIO_SECONDS)
+    return load_audio(item.source, max_seconds=MAX_AUDIO_SECONDS, decode_timeout=decode_timeout)
 
 
 def _image_pixel_range(processor: Any) -> tuple[int, int]:
@@ -170,6 +172,38 @@ class RequestPlan:
     videos: list[tuple[str, VideoPlan, bool]]  # path, plan, whether audio-in-video was asked for
     budget: TokenBudget
     media: list[dict[str, Any]]
+
+    @property
+    def input_tokens(self) -> int:
+        """The input the processor will produce: prompt, images and audio clips, and every video block."""
+        return self.prompt_tokens + self.fixed_tokens + sum(plan.total_tokens for _, plan, _ in self.videos)
+
+    def estimate_peak(
+        self,
+        dims: ModelDims,
+        *,
+        attention: str,
+        dtype: str,
+        vision_group_frames: int,
+        max_new_tokens: int,
+        weight_bytes: int | None = None,
+    ) -> int:
+        """Predicted peak device memory of generating from this plan (see :mod:`omni_lmms_plugin.memory`)."""
+        video_tokens = sum(plan.video_tokens for _, plan, _ in self.videos)
+        cells = max(((p.height // GRID_PIXELS) * (p.width // GRID_PIXELS) for _, p, _ in self.videos), default=0)
+        # Four ViT patches per cell of each frame pair; a group is vision_group_frames // 2 frame pairs.
+        group_patches = 4 * cells * (vision_group_frames // 2)
+        return estimate_peak_memory(
+            dims,
+            sequence_length=self.input_tokens,
+            vision_patches=4 * video_tokens,
+            vision_group_patches=group_patches or None,
+            attention=attention,
+            dtype=dtype,
+            last_position_logits=True,
+            max_new_tokens=max_new_tokens,
+            weight_bytes=weight_bytes,
+        ).peak
 
 
 def plan_request(
@@ -213,7 +247,7 @@ def plan_request(
             fixed_tokens += tokens
             media.append({"kind": "image", "height": height, "width": width, "total_tokens": tokens})
         elif item.kind == "audio":
-            waveform = _standalone_audio(item)
+            waveform = _standalone_audio(item, config.decode_timeout)
             standalone.append(waveform)
             fixed_tokens += audio_block_tokens(len(waveform))
             media.append({"kind": "audio", "samples": len(waveform), "total_tokens": audio_block_tokens(len(waveform))})
@@ -225,10 +259,11 @@ def plan_request(
         max_new_tokens=max_new_tokens,
         max_video_tokens=config.max_video_tokens,
     )
-    if budget.media_tokens < (1 if video_paths else 0):
+    if budget.media_tokens < (1 if video_paths else 0):  # with no video, the text and other media must still fit
         raise BudgetError(
             f"the prompt ({prompt_tokens} tokens), images and audio ({fixed_tokens}) and max_new_tokens={max_new_tokens} "
-            f"leave no room for the video within max_model_len={max_model_len}"
+            f"leave {budget.media_tokens} tokens within max_model_len={max_model_len}"
+            + (", none for the video" if video_paths else "")
         )
     per_video = budget.media_tokens // max(1, len(video_paths))
     videos: list[tuple[str, VideoPlan, bool]] = []
@@ -295,7 +330,14 @@ def prepare_inputs(processor: Any, request: Request, plan: RequestPlan, config: 
         kwargs["audio_from_video_indices"] = audio_sources
     batch = processor(**kwargs)
     if len(videos) > 1:
-        # The processor takes one fps for all videos; give each its own seconds per temporal grid.
+        # The processor takes one fps for all videos; give each its own seconds per temporal grid. With audio-in-video
+        # the processor also orders each block's tokens by that fps, so several such videos must share one rate.
+        rates = {round(video.sample_fps, 6) for video in videos}
+        if use_aiv and len(rates) > 1:
+            raise ConfigError(
+                f"{len(videos)} videos with their audio in one request were sampled at different rates {sorted(rates)}; "
+                "the processor orders audio-in-video tokens by one rate: set use_audio_in_video=false or one fps per task"
+            )
         batch["video_second_per_grid"] = torch.tensor([2.0 / video.sample_fps for video in videos])
 
     with_audio = [video for video in videos if video.audio is not None]
@@ -324,7 +366,7 @@ def prepare_inputs(processor: Any, request: Request, plan: RequestPlan, config: 
         media=media,
         tokens=tokens,
         input_hash=inputs_hash(batch),
-        vision_patches=4 * video_tokens,
+        plan=plan,
         decode_seconds=sum(video.decode_seconds for video in videos),
         videos=videos,
     )

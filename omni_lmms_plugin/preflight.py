@@ -154,29 +154,16 @@ def iter_requests(entry: _TaskRequests) -> Iterator[tuple[Any, Any, Exception | 
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _input_tokens(plan: Any) -> int:
-    """Planned input tokens: the prompt, images and audio clips, and each video block (what prepare_inputs checks
-    against the processor's count)."""
-    return plan.prompt_tokens + plan.fixed_tokens + sum(video.total_tokens for _, video, _ in plan.videos)
-
-
 def _estimate(side: ModelSide, plan: Any, max_new_tokens: int) -> int:
-    """The adapter's ``_estimate`` on a plan: same patches, encoding groups and sequence length."""
-    from .budget import GRID_PIXELS
-
-    video_tokens = sum(video.video_tokens for _, video, _ in plan.videos)
-    per_pair = max((4 * (v.height // GRID_PIXELS) * (v.width // GRID_PIXELS) for _, v, _ in plan.videos), default=0)
-    return estimate_peak_memory(
+    """The adapter's estimate of a plan: same patches, encoding groups and sequence length."""
+    return plan.estimate_peak(
         side.dims,
-        sequence_length=_input_tokens(plan),
-        vision_patches=4 * video_tokens,
-        vision_group_patches=per_pair * (side.config.vision_group_frames // 2) or None,
         attention=side.attention,
         dtype=side.dtype,
-        last_position_logits=True,
+        vision_group_frames=side.config.vision_group_frames,
         max_new_tokens=max_new_tokens,
         weight_bytes=side.weight_bytes,
-    ).peak
+    )
 
 
 def _plan_sample(
@@ -221,7 +208,7 @@ def _plan_sample(
     except Exception as error:  # noqa: BLE001 - reported per sample; the walk goes on
         return {**row, "status": "error", "error": f"{type(error).__name__}: {error}"}
 
-    tokens = _input_tokens(plan)
+    tokens = plan.input_tokens
     videos = [
         {
             "path": path, "frames": v.frames, "width": v.width, "height": v.height, "duration": v.duration,
@@ -243,7 +230,7 @@ def _plan_sample(
         # What the policy wanted: the same planning with no budget to bind it.
         unbounded = dataclasses.replace(side.config, max_video_tokens=None)
         wanted = plan_at(1.0, unbounded, _UNBOUNDED_CONTEXT)
-        row["wanted_tokens"] = _input_tokens(wanted)
+        row["wanted_tokens"] = wanted.input_tokens
         row["wanted_frames"] = sum(v.frames for _, v, _ in wanted.videos)
 
     peak = _estimate(side, plan, max_new_tokens)

@@ -86,7 +86,6 @@ class SampleRecord:
     media_wait_seconds: float
     input_hash: str | None
     video_policy: dict[str, Any] = field(default_factory=dict)
-    resumed: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False, default=str)
@@ -124,6 +123,9 @@ class ProvenanceWriter:
             if record.status == "answered":
                 self._finished[(record.config_key, record.request_key)] = record
         self._handle = open(self.samples_path, "a", encoding="utf-8")
+        # A process killed mid-write leaves a partial last line: end it, so the next record starts on its own line.
+        if self._handle.tell() > 0 and not self.samples_path.read_bytes().endswith(b"\n"):
+            self._handle.write("\n")
 
     def finished(self, config_key: str, request_key: str) -> SampleRecord | None:
         """The answered record of this request from an earlier run with the same configuration, if any."""

@@ -276,7 +276,6 @@ def build_report(run: RunFolder) -> dict[str, Any]:
             "wall_seconds": r.wall_seconds,
             "media_wait_seconds": r.media_wait_seconds,
             "attempts": len(r.attempts),
-            "resumed": r.resumed,
         }
         for r in records
     ]
@@ -303,7 +302,6 @@ def build_report(run: RunFolder) -> dict[str, Any]:
             "provenance_records": run.raw_record_count,
             "duplicates_dropped": run.raw_record_count - run.foreign_record_count - len(records),
             "other_configuration_records_ignored": run.foreign_record_count,
-            "resumed": sum(1 for r in records if r.resumed),
         },
         "failures": failures,
         "retries": retries,
@@ -363,7 +361,7 @@ def render_report(report: dict[str, Any], *, limit: int = 20) -> str:
     counts = report["samples"]
     lines.append(
         f"  samples: {counts['logged_by_lmms_eval']} logged by lmms-eval, {counts['with_provenance']} with provenance "
-        f"({counts['duplicates_dropped']} duplicate records dropped, {counts['resumed']} resumed"
+        f"({counts['duplicates_dropped']} duplicate records dropped"
         + (
             f", {counts['other_configuration_records_ignored']} of other configurations ignored"
             if counts["other_configuration_records_ignored"]
