@@ -95,6 +95,10 @@ def test_generation_kwargs_are_honoured(model, media, tmp_path):
     stop = long.text[2:4]
     cut = model.generate_until(requests(model, docs, {"max_new_tokens": 12, "until": [stop]}))[0]
     assert cut.text == long.text[: long.text.find(stop)]
+    empty = model.generate_until(requests(model, docs, {"max_new_tokens": 12, "until": [long.text[:1]]}))[0]
+    assert empty.text.startswith(FAILURE_PREFIX) and "no text" in empty.text, (
+        "an empty answer must be a recorded failure"
+    )
     beams = model.generate_until(requests(model, docs, {"max_new_tokens": 4, "num_beams": 2}))[0]
     sampled = model.generate_until(requests(model, docs, {"max_new_tokens": 4, "temperature": 0.8, "do_sample": True}))[
         0
