@@ -485,13 +485,7 @@ def write_plots(report: dict[str, Any], folder: str | Path) -> list[Path]:
             axes.axvline(index, color="tab:red", alpha=0.3)
     axes.set_ylabel("GiB")
     axes.set_xlabel("sample (task/doc_id); red lines: failed")
-    _sample_ticks(axes, positions, labels)
-    axes.legend(loc="upper right")
-    figure.tight_layout()
-    path = folder / "peak_memory.png"
-    figure.savefig(path)
-    plt.close(figure)
-    written.append(path)
+    written.append(_save_sample_plot(plt, figure, axes, positions, labels, folder / "peak_memory.png"))
 
     figure, axes = plt.subplots(figsize=(max(7.0, min(18.0, 0.25 * len(rows) + 4)), 4.5), dpi=100)
     wall = [r["wall_seconds"] or 0.0 for r in rows]
@@ -507,14 +501,18 @@ def write_plots(report: dict[str, Any], folder: str | Path) -> list[Path]:
     axes.set_title("Wall time per sample")
     axes.set_ylabel("seconds")
     axes.set_xlabel("sample (task/doc_id)")
+    written.append(_save_sample_plot(plt, figure, axes, positions, labels, folder / "sample_time.png"))
+    return written
+
+
+def _save_sample_plot(plt: Any, figure: Any, axes: Any, positions: list[int], labels: list[str], path: Path) -> Path:
+    """Label the per-sample axis, add the legend, write the PNG and free the figure."""
     _sample_ticks(axes, positions, labels)
     axes.legend(loc="upper right")
     figure.tight_layout()
-    path = folder / "sample_time.png"
     figure.savefig(path)
     plt.close(figure)
-    written.append(path)
-    return written
+    return path
 
 
 def _sample_ticks(axes: Any, positions: list[int], labels: list[str]) -> None:

@@ -5,19 +5,9 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
+from test_media import reference
 
 from omni_lmms_plugin import synthetic_media as sm
-
-
-def _decode_all(path):
-    """(seconds, index, rgb shape) of every frame, by plain PyAV decoding."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        origin = stream.start_time or 0
-        return [
-            (float((frame.pts - origin) * stream.time_base), sm.read_frame_index(frame.to_ndarray(format="rgb24")))
-            for frame in container.decode(stream)
-        ]
 
 
 @pytest.mark.parametrize(
@@ -30,7 +20,7 @@ def test_containers_are_real_and_frames_carry_their_index(tmp_path, name, video_
         assert container.streams.video[0].codec_context.name == video_codec
         assert container.streams.audio[0].codec_context.name == audio_codec
         assert container.streams.video[0].width == 320
-    frames = _decode_all(path)
+    frames = reference(path)
     assert [index for _, index in frames] == list(range(60))
     assert [round(seconds, 3) for seconds, _ in frames] == [round(i / 30, 3) for i in range(60)]
 
@@ -53,7 +43,7 @@ def test_gop_sets_the_keyframe_interval(tmp_path):
 
 def test_vfr_has_irregular_timestamps_matching_the_schedule(tmp_path):
     path = sm.write_video(tmp_path / "v.mkv", duration=2.0, vfr=True)
-    frames = _decode_all(path)
+    frames = reference(path)
     expected = sm.frame_schedule(60, 30.0, vfr=True)
     assert [index for _, index in frames] == list(range(60))
     assert np.allclose([seconds for seconds, _ in frames], expected, atol=1e-3)
@@ -83,7 +73,7 @@ def test_audio_signal_callable_and_stereo(tmp_path):
 
 def test_odd_and_bad_files(tmp_path):
     one = sm.write_one_frame_video(tmp_path / "one.mp4")
-    assert len(_decode_all(one)) == 1
+    assert len(reference(one)) == 1
     wide = sm.write_extreme_aspect_video(tmp_path / "wide.mp4")
     wider = sm.write_extreme_aspect_video(tmp_path / "wider.mp4", width=5000)
     with av.open(str(wide)) as a, av.open(str(wider)) as b:
