@@ -19,6 +19,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -136,6 +137,7 @@ class Qwen25OmniSafe(lmms):
                 "transformers": transformers.__version__,
             }
         )
+        self._prepare_lock = threading.RLock()
         self.manifest = self._manifest(weights)
         self.provenance.write_manifest(self.manifest)
 
@@ -308,18 +310,21 @@ class Qwen25OmniSafe(lmms):
 
     def _plan(self, request: Request, budget_scale: float) -> RequestPlan:
         params, overrides = self._generation_settings(request)
-        return plan_request(
-            self.processor,
-            request,
-            self.config,
-            overrides,
-            max_model_len=self.max_model_len,
-            max_new_tokens=params.max_new_tokens,
-            budget_scale=budget_scale,
-        )
+        with self._prepare_lock:
+            return plan_request(
+                self.processor,
+                request,
+                self.config,
+                overrides,
+                max_model_len=self.max_model_len,
+                max_new_tokens=params.max_new_tokens,
+                budget_scale=budget_scale,
+            )
 
     def _prepare(self, request: Request, budget_scale: float) -> PreparedInputs:
-        return prepare_inputs(self.processor, request, self._plan(request, budget_scale), self.config)
+        # The prefetch thread and a retry on the main thread may both prepare; the processor is not made for that.
+        with self._prepare_lock:
+            return prepare_inputs(self.processor, request, self._plan(request, budget_scale), self.config)
 
     def _prepare_first(self, request: Request) -> PreparedInputs:
         return self._prepare(request, 1.0)
@@ -378,7 +383,8 @@ class Qwen25OmniSafe(lmms):
         if shrinks:
             attempt.budget_scale = scale
             attempt.notes.append(f"plan shrunk {shrinks}x before generating: estimated peak above the memory available")
-            inputs = prepare_inputs(self.processor, request, plan, self.config)
+            with self._prepare_lock:
+                inputs = prepare_inputs(self.processor, request, plan, self.config)
         return inputs, estimate
 
     def _to_device(self, inputs: PreparedInputs) -> dict[str, Any]:
