@@ -85,7 +85,9 @@ class AdapterConfig:
         if self.oom_retries < 0:
             raise ConfigError(f"oom_retries={self.oom_retries} must not be negative")
         if not 0 < self.oom_shrink < 1:
-            raise ConfigError(f"oom_shrink={self.oom_shrink} must be between 0 and 1 (the fraction of the last plan's tokens a retry may use)")
+            raise ConfigError(
+                f"oom_shrink={self.oom_shrink} must be between 0 and 1 (the fraction of the last plan's tokens a retry may use)"
+            )
         if self.decode_timeout <= 0:
             raise ConfigError(f"decode_timeout={self.decode_timeout} must be positive (seconds)")
         if self.vision_group_frames < 2 or self.vision_group_frames % 2:
