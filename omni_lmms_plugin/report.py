@@ -7,7 +7,8 @@ A run folder is lmms-eval's ``--output_path``. lmms-eval writes ``<model_name_sa
 * :func:`load_run` reads the newest results file, its samples files, the manifests and the provenance journals.
   Provenance can hold several records of one sample (a resumed run appends, data-parallel padding repeats a doc, an
   earlier run with other model args left its own): records of configurations no manifest names are set aside, and of
-  the rest the last answered record of each sample is kept (the last record when none answered).
+  the rest the last record of each sample is kept: the latest run's outcome, as lmms-eval's results of that run count
+  it (a resumed run only adds records for samples it computed).
 * :func:`build_report` makes one JSON-able dict (scores, failures, retries and degradations, memory, time) and
   :func:`summarize` its printable text (what ``omni-lmms demo`` prints).
 * :func:`write_plots` draws peak memory and time per sample (matplotlib, Agg); a run with no measured peak (CPU)
@@ -161,13 +162,10 @@ def load_run(run_dir: str | Path) -> RunFolder:
 
 
 def dedupe_records(records: Iterable[SampleRecord]) -> list[SampleRecord]:
-    """One record per ``(task, doc_id)``: the last answered one, else the last one; in first-seen order."""
+    """One record per ``(task, doc_id)``, the last one (journals are appended in time order); in first-seen order."""
     chosen: dict[tuple[str, str], SampleRecord] = {}
     for record in records:
-        key = (record.task, _doc_key(record.doc_id))
-        previous = chosen.get(key)
-        if previous is None or record.status == "answered" or previous.status != "answered":
-            chosen[key] = record
+        chosen[(record.task, _doc_key(record.doc_id))] = record
     return list(chosen.values())
 
 

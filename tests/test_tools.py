@@ -139,14 +139,15 @@ def test_report_lists_failures_retries_and_degradations_and_drops_duplicate_reco
     assert load_run(run).record("omni_demo", 0).answer != "stale"
 
 
-def test_dedupe_keeps_the_last_answered_record_of_a_sample():
+def test_dedupe_keeps_the_last_record_of_a_sample():
     def record(doc_id, status, answer):
         return SampleRecord("t", doc_id, "test", "k", "c", status, answer, None, [], {}, [], "sdpa", None, None, 0.0,
                             0.0, None)  # fmt: skip
 
     kept = dedupe_records([record(0, "answered", "x"), record(0, "failed", "f"), record(1, "failed", "f1"),
                            record(0, "answered", "y"), record(1, "failed", "f2"), record(0, "failed", "g")])  # fmt: skip
-    assert [(r.doc_id, r.answer) for r in kept] == [(0, "y"), (1, "f2")]
+    # The latest outcome wins, as in lmms-eval's results of the latest run: doc 0 failed last.
+    assert [(r.doc_id, r.answer) for r in kept] == [(0, "g"), (1, "f2")]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
