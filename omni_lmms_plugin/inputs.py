@@ -17,7 +17,6 @@ import torch
 
 from .budget import (
     AUDIO_SAMPLE_RATE,
-    BLOCK_SPECIAL_TOKENS,
     GRID_PIXELS,
     MAX_AUDIO_SECONDS,
     TokenBudget,
@@ -340,11 +339,9 @@ def prepare_inputs(processor: Any, request: Request, plan: RequestPlan, config: 
             )
         batch["video_second_per_grid"] = torch.tensor([2.0 / video.sample_fps for video in videos])
 
-    with_audio = [video for video in videos if video.audio is not None]
-    video_tokens = sum(video.plan.video_tokens for video in videos)
-    audio_tokens = sum(video.plan.audio_tokens for video in with_audio)
-    block_tokens = video_tokens + BLOCK_SPECIAL_TOKENS * (len(videos) + len(with_audio)) + audio_tokens
-    expected = plan.prompt_tokens + plan.fixed_tokens + block_tokens
+    video_tokens = sum(video_plan.video_tokens for _, video_plan, _ in plan.videos)
+    audio_tokens = sum(video_plan.audio_tokens for _, video_plan, _ in plan.videos)
+    expected = plan.input_tokens
     actual = int(batch["input_ids"].shape[1])
     if actual != expected:
         raise RuntimeError(
