@@ -35,7 +35,7 @@ from . import generation as gen  # noqa: E402
 from .budget import GRID_PIXELS, PATCH_SIZE, TEMPORAL_PATCH  # noqa: E402
 from .config import AdapterConfig, TaskVideoOverrides, split_generation_kwargs  # noqa: E402
 from .errors import ConfigError, GenerationFailedError  # noqa: E402
-from .inputs import PreparedInputs, Request, RequestPlan, plan_request, prepare_inputs  # noqa: E402
+from .inputs import PreparedInputs, Request, RequestPlan, plan_request, prepare_inputs, unpack_request  # noqa: E402
 from .memory import GIB, ModelDims  # noqa: E402
 from .pipeline import Prepared, prefetched  # noqa: E402
 from .provenance import (  # noqa: E402
@@ -240,7 +240,7 @@ class Qwen25OmniSafe(lmms):
         raise NotImplementedError("qwen2_5_omni_safe does not support multi-round generation")
 
     def generate_until(self, requests: list) -> list[GenerationResult]:
-        unpacked = [self._unpack(index, instance) for index, instance in enumerate(requests)]
+        unpacked = [unpack_request(index, instance, self.task_dict) for index, instance in enumerate(requests)]
         self._record_datasets(unpacked)
         results: list[GenerationResult | None] = [None] * len(unpacked)
         progress = tqdm(total=len(unpacked), desc="qwen2_5_omni_safe", disable=self._rank != 0, dynamic_ncols=True)
@@ -291,18 +291,6 @@ class Qwen25OmniSafe(lmms):
     # ---------------------------------------------------------------------------------------------------------------
     # One request
     # ---------------------------------------------------------------------------------------------------------------
-
-    def _unpack(self, index: int, instance: Any) -> Request:
-        context, gen_kwargs, doc_to_visual, doc_id, task, split = instance.args
-        doc = self.task_dict[task][split][doc_id]
-        visual_error = None
-        try:
-            visuals = doc_to_visual(doc) if doc_to_visual is not None else []
-        except (Exception, SystemExit) as error:  # noqa: BLE001 - a task's broken doc_to_visual fails this sample only
-            visuals, visual_error = [], f"the task's doc_to_visual raised {type(error).__name__}: {error}"
-        if not isinstance(visuals, (list, tuple)):
-            visuals = [visuals]
-        return Request(index, context, dict(gen_kwargs or {}), list(visuals), doc_id, task, split, visual_error)
 
     def _generation_settings(self, request: Request) -> tuple[gen.GenerationParams, TaskVideoOverrides]:
         generation_kwargs, overrides = split_generation_kwargs(request.gen_kwargs)

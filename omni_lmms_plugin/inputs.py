@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ __all__ = [
     "classify_visuals",
     "build_messages",
     "plan_request",
+    "unpack_request",
     "prepare_inputs",
     "inputs_hash",
 ]
@@ -64,6 +66,23 @@ class Request:
         sources = [str(v) if isinstance(v, (str, Path)) else type(v).__name__ for v in self.visuals]
         payload = repr((self.task, self.split, self.doc_id, self.context, sorted(self.gen_kwargs.items()), sources))
         return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def unpack_request(index: int, instance: Any, docs: Mapping[str, Mapping[str, Any]]) -> Request:
+    """lmms-eval's ``generate_until`` arguments as a :class:`Request`; ``docs`` maps task -> split -> documents.
+
+    A ``doc_to_visual`` that raises or calls ``sys.exit`` (some built-in tasks do, on a missing video) fails this
+    request only: the error travels in ``visual_error`` and planning raises it as that sample's failure.
+    """
+    context, gen_kwargs, doc_to_visual, doc_id, task, split = instance.args
+    visual_error = None
+    try:
+        visuals = doc_to_visual(docs[task][split][doc_id]) if doc_to_visual is not None else []
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - recorded as this sample's failure
+        visuals, visual_error = [], f"the task's doc_to_visual raised {type(error).__name__}: {error}"
+    if not isinstance(visuals, (list, tuple)):
+        visuals = [visuals]
+    return Request(index, context, dict(gen_kwargs or {}), list(visuals), doc_id, task, split, visual_error)
 
 
 @dataclass(frozen=True)

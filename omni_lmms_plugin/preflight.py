@@ -23,7 +23,7 @@ import dataclasses
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from .errors import BudgetError, ConfigError, MediaError
 from .memory import GIB, ModelDims, estimate_peak_memory
 from .report import distribution
 
-__all__ = ["DEFAULT_GPU_GIB", "ModelSide", "load_model_side", "iter_requests", "run_preflight", "render_preflight"]
+__all__ = ["DEFAULT_GPU_GIB", "ModelSide", "load_model_side", "run_preflight", "render_preflight"]
 
 DEFAULT_GPU_GIB = (24.0, 48.0, 80.0)
 _MAX_SHRINKS = 12  # as the adapter's _MAX_MEMORY_SHRINKS
@@ -125,28 +125,6 @@ def _load_tasks(
         task.build_all_requests(limit=get_sample_size(task, limit), rank=0, world_size=1)
         loaded.append(_TaskRequests(output.task_name, task, list(task.instances)))
     return loaded
-
-
-def iter_requests(entry: _TaskRequests) -> Iterator[tuple[Any, Any, Exception | None]]:
-    """(instance, :class:`~omni_lmms_plugin.inputs.Request` or None, the error ``doc_to_visual`` raised) per
-    instance, unpacked as the adapter unpacks them."""
-    from .inputs import Request
-
-    for index, instance in enumerate(entry.instances):
-        context, gen_kwargs, doc_to_visual, doc_id, task, split = instance.args
-        try:
-            doc = entry.task.dataset[split][doc_id]
-            visuals = doc_to_visual(doc) if doc_to_visual is not None else []
-        except (Exception, SystemExit) as error:  # noqa: BLE001 - a built-in doc_to_visual may sys.exit on a missing file
-            yield (
-                instance,
-                None,
-                error if isinstance(error, Exception) else RuntimeError(f"doc_to_visual exited: {error}"),
-            )
-            continue
-        if not isinstance(visuals, (list, tuple)):
-            visuals = [visuals]
-        yield instance, Request(index, context, dict(gen_kwargs or {}), list(visuals), doc_id, task, split), None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -344,6 +322,8 @@ def run_preflight(
     from lmms_eval.utils import simple_parse_args_string
     from tqdm import tqdm
 
+    from .inputs import unpack_request
+
     if not tasks:
         raise ConfigError("no tasks given: pass --tasks name1,name2")
     gpu_gib = sorted(float(g) for g in gpu_gib)
@@ -359,10 +339,15 @@ def run_preflight(
     total = sum(len(entry.instances) for entry in loaded)
     with tqdm(total=total, desc="preflight", unit="sample", dynamic_ncols=True, disable=not progress) as bar:
         for entry in loaded:
-            for instance, request, error in iter_requests(entry):
-                if request is None:
-                    row = {"task": entry.name, "doc_id": instance.args[3], "status": "error",
-                           "error": f"doc_to_visual failed: {type(error).__name__}: {error}"}  # fmt: skip
+            for index, instance in enumerate(entry.instances):
+                request = unpack_request(index, instance, {entry.name: entry.task.dataset})
+                if request.visual_error:
+                    row = {
+                        "task": entry.name,
+                        "doc_id": request.doc_id,
+                        "status": "error",
+                        "error": request.visual_error,
+                    }
                 else:
                     row = _plan_sample(side, request, gpu_gib, probe_times)
                 rows[entry.name].append(row)
