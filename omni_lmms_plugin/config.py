@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from .budget import VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, VideoPolicy
+from .budget import VideoPolicy
 from .errors import ConfigError
 
 __all__ = ["AdapterConfig", "TaskVideoOverrides", "DEFAULT_SYSTEM_PROMPT", "split_generation_kwargs"]
@@ -52,12 +52,13 @@ class AdapterConfig:
     attn_implementation: AttnChoice = "auto"
     max_model_len: int | None = None
     max_new_tokens: int = 512
-    fps: float = 2.0
-    min_frames: int = 4
-    max_frames: int = 768
-    frame_floor: int = 128
-    min_pixels: int = VIDEO_MIN_PIXELS
-    max_pixels: int = VIDEO_MAX_PIXELS
+    # The sampling defaults are the policy's own, so the two cannot drift.
+    fps: float = VideoPolicy.fps
+    min_frames: int = VideoPolicy.min_frames
+    max_frames: int = VideoPolicy.max_frames
+    frame_floor: int = VideoPolicy.frame_floor
+    min_pixels: int = VideoPolicy.min_pixels
+    max_pixels: int = VideoPolicy.max_pixels
     max_video_tokens: int | None = None
     use_audio_in_video: AudioChoice = "auto"
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
