@@ -393,7 +393,7 @@ def _slowest(probe_times: list[tuple[float, str]]) -> list[dict[str, Any]]:
 def write_preflight_plots(report: dict[str, Any], output: Path) -> list[Path]:
     """``<stem>_tokens.png`` (planned input tokens per sample, per task) and ``<stem>_memory.png`` (predicted peak
     per sample, sorted, against each GPU size) beside ``output``."""
-    from .report import _pyplot
+    from .report import _pyplot, save_figure
 
     plt = _pyplot()
     planned: dict[str, list[dict]] = defaultdict(list)
@@ -411,11 +411,7 @@ def write_preflight_plots(report: dict[str, Any], output: Path) -> list[Path]:
     axes.set_ylabel("samples")
     if planned:
         axes.legend(fontsize=8)
-    figure.tight_layout()
-    path = output.with_name(output.stem + "_tokens.png")
-    figure.savefig(path)
-    plt.close(figure)
-    written.append(path)
+    written.append(save_figure(plt, figure, output.with_name(output.stem + "_tokens.png")))
 
     figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
     for task, rows in planned.items():
@@ -440,11 +436,7 @@ def write_preflight_plots(report: dict[str, Any], output: Path) -> list[Path]:
     axes.set_xlabel("samples, sorted by predicted peak (%)")
     axes.set_ylabel("GiB (log scale)")
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    path = output.with_name(output.stem + "_memory.png")
-    figure.savefig(path)
-    plt.close(figure)
-    written.append(path)
+    written.append(save_figure(plt, figure, output.with_name(output.stem + "_memory.png")))
     return written
 
 

@@ -38,6 +38,7 @@ from .provenance import SampleRecord, is_failure_answer, read_records
 __all__ = [
     "RunFolder",
     "distribution",
+    "save_figure",
     "Difference",
     "load_run",
     "dedupe_records",
@@ -507,6 +508,11 @@ def _save_sample_plot(plt: Any, figure: Any, axes: Any, positions: list[int], la
     """Label the per-sample axis, add the legend, write the PNG and free the figure."""
     _sample_ticks(axes, positions, labels)
     axes.legend(loc="upper right")
+    return save_figure(plt, figure, path)
+
+
+def save_figure(plt: Any, figure: Any, path: Path) -> Path:
+    """Lay out, write the PNG and free the figure."""
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
