@@ -122,9 +122,9 @@ class Qwen25OmniSafe(lmms):
 
         text_config = self.model.config.text_config
         self.max_model_len = self.config.max_model_len or int(text_config.max_position_embeddings)
-        weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        self.dims = ModelDims.from_config(self.model.config, parameters=sum(p.numel() for p in self.model.parameters()))
-        self.weight_bytes = weight_bytes
+        parameters = list(self.model.parameters())
+        self.weight_bytes = sum(p.numel() * p.element_size() for p in parameters)
+        self.dims = ModelDims.from_config(self.model.config, parameters=sum(p.numel() for p in parameters))
 
         folder = Path(self.config.provenance_dir) if self.config.provenance_dir else default_provenance_dir()
         self.provenance = ProvenanceWriter(folder, self._rank)
