@@ -1,67 +1,87 @@
 """The lmms-eval model ``qwen2_5_omni_safe``: Qwen2.5-Omni's thinker with every request planned to fit its context,
 generated with bounded memory, retried smaller after out-of-memory, and recorded in provenance.
 
-Request loop: unpack lmms-eval's tuples into :class:`~omni_lmms_plugin.inputs.Request` objects; answer finished
-requests from the provenance journal (resume); prepare the rest (probe, plan, decode, processor) ahead of the GPU in
-:func:`~omni_lmms_plugin.pipeline.prefetched`; generate each through
-:func:`~omni_lmms_plugin.generation.run_with_retries`; write one provenance record per request as soon as it ends.
+One request's path: lmms-eval's tuple becomes a :class:`~omni_lmms_plugin.inputs.Request` and its settings are parsed
+once (:meth:`~omni_lmms_plugin.planner.Planner.settings`); a finished request is answered from the provenance journal
+(resume); the rest are planned and prepared (probe, plan, decode, processor) ahead of the GPU in
+:func:`~omni_lmms_plugin.pipeline.prefetched`; each attempt fits its plan to the free device memory
+(:meth:`~omni_lmms_plugin.planner.Planner.fit`) and generates; :func:`~omni_lmms_plugin.retries.run_with_retries` owns
+the attempts; one provenance record is written per request as soon as it ends.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-# The allocator reads this when CUDA initialises: set it before anything touches the GPU, unless the user chose.
-os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+import torch
+from lmms_eval.api.instance import GenerationResult, TokenCounts
+from lmms_eval.api.model import lmms
+from tqdm import tqdm
 
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import platform  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import torch  # noqa: E402
-from lmms_eval.api.instance import GenerationResult, TokenCounts  # noqa: E402
-from lmms_eval.api.model import lmms  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from . import __version__  # noqa: E402
-from . import generation as gen  # noqa: E402
-from .budget import GRID_PIXELS, PATCH_SIZE, TEMPORAL_PATCH  # noqa: E402
-from .config import AdapterConfig, TaskVideoOverrides, split_generation_kwargs  # noqa: E402
-from .errors import ConfigError, GenerationFailedError  # noqa: E402
-from .inputs import PreparedInputs, Request, RequestPlan, plan_request, prepare_inputs, unpack_request  # noqa: E402
-from .memory import GIB, ModelDims  # noqa: E402
-from .pipeline import Prepared, prefetched  # noqa: E402
-from .provenance import (  # noqa: E402
-    ProvenanceWriter,
-    SampleRecord,
-    default_provenance_dir,
-    failure_answer,
-    stable_hash,
-)
+from . import __version__
+from .budget import GRID_PIXELS, PATCH_SIZE, TEMPORAL_PATCH
+from .config import NOT_IN_RESUME_KEY, AdapterConfig, resolve_attention, resolve_dtype
+from .errors import ConfigError, GenerationFailedError, OmniPluginError
+from .generation import GenerationParams, run_generate
+from .inputs import PreparedInputs, Request, RequestSettings, prepare_inputs, torch_linspace_indices, unpack_request
+from .memory import GIB, ModelDims
+from .model_surgery import install_grouped_vision_encoding, install_last_position_logits
+from .pipeline import Prepared, prefetched
+from .planner import ModelFacts, Planner, flash_attn_available
+from .provenance import ProvenanceWriter, SampleRecord, default_provenance_dir, failure_answer, stable_hash
+from .retries import run_with_retries
 
 __all__ = ["Qwen25OmniSafe"]
 
 logger = logging.getLogger("omni_lmms_plugin")
 
-# Model args that change neither the inputs nor the answers: left out of the resume key.
-_NOT_IN_RESUME_KEY = ("provenance_dir", "prefetch", "resume", "batch_size", "decode_timeout")
-_MAX_MEMORY_SHRINKS = 12
+# The CUDA allocator reads this when CUDA initialises (not when torch is imported): set before any GPU work, unless
+# the user chose.
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 
-@dataclass
-class _Answered:
-    answer: str
+class EmptyAnswerError(OmniPluginError, RuntimeError):
+    """The model generated no text: recorded as a failure, never scored as an empty answer."""
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """An attempt's inputs after the memory fit: what it is about to generate from."""
+
     inputs: PreparedInputs
+    scale: float
+    estimate: int
+    fit_notes: tuple[str, ...]
+
+    @property
+    def input_tokens(self) -> int:
+        return self.inputs.tokens["input"]
+
+    def plan_summary(self) -> list[dict[str, Any]]:
+        keys = ("kind", "frames", "height", "width", "sample_fps", "audio_seconds", "seconds", "total_tokens", "rule")
+        return [{key: entry[key] for key in keys if key in entry} for entry in self.inputs.media]
+
+    def notes(self) -> list[str]:
+        return list(self.fit_notes)
+
+
+@dataclass(frozen=True)
+class _Generated:
+    """What one successful ``generate`` produced."""
+
+    staged: _Staged
+    answer: str
     new_tokens: int
     peak_memory_bytes: int | None
-    estimated_peak_bytes: int | None
 
 
 class Qwen25OmniSafe(lmms):
@@ -89,8 +109,15 @@ class Qwen25OmniSafe(lmms):
         self._world_size = int(os.environ.get("WORLD_SIZE", 1))
         self._device = self._choose_device()
         self.accelerator = Accelerator(cpu=self._device.type == "cpu")
-        self.dtype = self._choose_dtype()
-        self.attn_implementation = self._choose_attention()
+        self.dtype = getattr(torch, resolve_dtype(self.config.dtype, self._device.type))
+        self.attn_implementation = resolve_attention(
+            self.config.attn_implementation, self._device.type, flash_attn_available()
+        )
+        if self.attn_implementation == "eager":
+            logger.warning(
+                "attn_implementation=eager materialises heads x L^2 attention scores (about 168 GiB at 32k tokens "
+                "on the 7B); use sdpa or flash_attention_2 unless you are comparing against eager on purpose"
+            )
 
         load_kwargs: dict[str, Any] = {"dtype": self.dtype, "attn_implementation": self.attn_implementation}
         if self.config.revision:
@@ -117,27 +144,38 @@ class Qwen25OmniSafe(lmms):
             self.model.to(self._device)
         self.model.eval()
         self._check_geometry()
-        gen.install_last_position_logits(self.model)
-        gen.install_grouped_vision_encoding(self.model, self.config.vision_group_frames)
+        install_last_position_logits(self.model)
+        install_grouped_vision_encoding(self.model, self.config.vision_group_frames)
 
-        text_config = self.model.config.text_config
-        self.max_model_len = self.config.max_model_len or int(text_config.max_position_embeddings)
         parameters = list(self.model.parameters())
         self.weight_bytes = sum(p.numel() * p.element_size() for p in parameters)
-        self.dims = ModelDims.from_config(self.model.config, parameters=sum(p.numel() for p in parameters))
+        self.planner = Planner(
+            self.processor,
+            self.config,
+            ModelFacts(
+                max_model_len=self.config.max_model_len or int(self.model.config.text_config.max_position_embeddings),
+                dims=ModelDims.from_config(self.model.config, parameters=sum(p.numel() for p in parameters)),
+                dtype=str(self.dtype).replace("torch.", ""),
+                attention=self.attn_implementation,
+                weight_bytes=self.weight_bytes,
+                weight_bytes_source="measured",
+            ),
+            # The reference's own index rule (float32 linspace), so long videos get its exact frames.
+            frame_indices=torch_linspace_indices,
+        )
+        self.max_model_len = self.planner.facts.max_model_len
 
         folder = Path(self.config.provenance_dir) if self.config.provenance_dir else default_provenance_dir()
         self.provenance = ProvenanceWriter(folder, self._rank)
         weights = _weight_files(self.config.pretrained, self.config.revision)
         self.config_key = stable_hash(
             {
-                "config": {k: v for k, v in self.config.to_dict().items() if k not in _NOT_IN_RESUME_KEY},
+                "config": {k: v for k, v in self.config.to_dict().items() if k not in NOT_IN_RESUME_KEY},
                 "weights": [(path.name, path.stat().st_size, int(path.stat().st_mtime)) for path in weights],
                 "plugin": __version__,
                 "transformers": transformers.__version__,
             }
         )
-        self._prepare_lock = threading.RLock()
         self.manifest = self._manifest(weights)
         self.provenance.write_manifest(self.manifest)
 
@@ -149,43 +187,11 @@ class Qwen25OmniSafe(lmms):
         choice = self.config.device
         if choice in ("auto", "cuda") and torch.cuda.is_available():
             return torch.device(f"cuda:{self._local_rank}")
-        if choice in ("auto", "cpu") or (choice == "cuda" and not torch.cuda.is_available()):
-            if choice == "cuda":
-                raise ConfigError("device=cuda was asked for but torch sees no CUDA device; use device=cpu or auto")
+        if choice == "cuda":
+            raise ConfigError("device=cuda was asked for but torch sees no CUDA device; use device=cpu or auto")
+        if choice in ("auto", "cpu"):
             return torch.device("cpu")
         return torch.device(choice)
-
-    def _choose_dtype(self) -> torch.dtype:
-        if self.config.dtype == "auto":
-            return torch.bfloat16 if self._device.type == "cuda" else torch.float32
-        return getattr(torch, self.config.dtype)
-
-    def _choose_attention(self) -> str:
-        choice = self.config.attn_implementation
-        if choice == "auto":
-            if self._device.type == "cuda":
-                try:
-                    import flash_attn  # noqa: F401
-
-                    return "flash_attention_2"
-                except ImportError:
-                    pass
-            return "sdpa"
-        if choice == "eager":
-            logger.warning(
-                "attn_implementation=eager materialises heads x L^2 attention scores (about 168 GiB at 32k tokens "
-                "on the 7B); use sdpa or flash_attention_2 unless you are comparing against eager on purpose"
-            )
-        return choice
-
-    def _check_geometry(self) -> None:
-        vision = self.model.config.vision_config
-        found = (vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size)
-        if found != (PATCH_SIZE, GRID_PIXELS // PATCH_SIZE, TEMPORAL_PATCH):
-            raise ConfigError(
-                f"{self.config.pretrained}: vision geometry (patch, merge, temporal) = {found}, but the token budget "
-                f"is built for ({PATCH_SIZE}, {GRID_PIXELS // PATCH_SIZE}, {TEMPORAL_PATCH}) as in Qwen2.5-Omni"
-            )
 
     def _manifest(self, weights: list[Path]) -> dict[str, Any]:
         import accelerate
@@ -225,6 +231,15 @@ class Qwen25OmniSafe(lmms):
             "config_key": self.config_key,
         }
 
+    def _check_geometry(self) -> None:
+        vision = self.model.config.vision_config
+        found = (vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size)
+        if found != (PATCH_SIZE, GRID_PIXELS // PATCH_SIZE, TEMPORAL_PATCH):
+            raise ConfigError(
+                f"{self.config.pretrained}: vision geometry (patch, merge, temporal) = {found}, but the token budget "
+                f"is built for ({PATCH_SIZE}, {GRID_PIXELS // PATCH_SIZE}, {TEMPORAL_PATCH}) as in Qwen2.5-Omni"
+            )
+
     # ---------------------------------------------------------------------------------------------------------------
     # lmms-eval interface
     # ---------------------------------------------------------------------------------------------------------------
@@ -241,12 +256,20 @@ class Qwen25OmniSafe(lmms):
 
     def generate_until(self, requests: list) -> list[GenerationResult]:
         unpacked = [unpack_request(index, instance, self.task_dict) for index, instance in enumerate(requests)]
+        # Settings are parsed once per request, all before the first sample: a bad generation kwarg or task policy
+        # key is one error naming it, not one recorded failure per sample.
+        settings = {request.index: self.planner.settings(request) for request in unpacked}
         self._record_datasets(unpacked)
         results: list[GenerationResult | None] = [None] * len(unpacked)
         progress = tqdm(total=len(unpacked), desc="qwen2_5_omni_safe", disable=self._rank != 0, dynamic_ncols=True)
         retries = failures = resumed = 0
         todo: list[Request] = []
         for request in unpacked:
+            if request.padding:
+                # lmms-eval's data-parallel padding clone: its result is dropped, so nothing is computed or recorded.
+                results[request.index] = GenerationResult("", TokenCounts(None, None))
+                progress.update(1)
+                continue
             finished = self.provenance.finished(self.config_key, request.key()) if self.config.resume else None
             if finished is None:
                 todo.append(request)
@@ -256,9 +279,13 @@ class Qwen25OmniSafe(lmms):
             )
             resumed += 1
             progress.update(1)
+
+        def prepare_first(request: Request) -> PreparedInputs:
+            return self._prepare(request, settings[request.index], 1.0)
+
         try:
-            for request, prepared in prefetched(todo, self._prepare_first, self.config.prefetch):
-                record = self._answer(request, prepared)
+            for request, prepared in prefetched(todo, prepare_first, self.config.prefetch):
+                record = self._answer(request, settings[request.index], prepared)
                 self.provenance.write(record)
                 retries += sum(1 for attempt in record.attempts if attempt["outcome"] == "out_of_memory")
                 failures += record.status == "failed"
@@ -292,30 +319,11 @@ class Qwen25OmniSafe(lmms):
     # One request
     # ---------------------------------------------------------------------------------------------------------------
 
-    def _generation_settings(self, request: Request) -> tuple[gen.GenerationParams, TaskVideoOverrides]:
-        generation_kwargs, overrides = split_generation_kwargs(request.gen_kwargs)
-        return gen.GenerationParams.from_lmms(generation_kwargs, self.config.max_new_tokens), overrides
-
-    def _plan(self, request: Request, budget_scale: float) -> RequestPlan:
-        params, overrides = self._generation_settings(request)
-        with self._prepare_lock:
-            return plan_request(
-                self.processor,
-                request,
-                self.config,
-                overrides,
-                max_model_len=self.max_model_len,
-                max_new_tokens=params.max_new_tokens,
-                budget_scale=budget_scale,
-            )
-
-    def _prepare(self, request: Request, budget_scale: float) -> PreparedInputs:
+    def _prepare(self, request: Request, settings: RequestSettings, scale: float) -> PreparedInputs:
+        plan = self.planner.plan(request, settings, scale)
         # The prefetch thread and a retry on the main thread may both prepare; the processor is not made for that.
-        with self._prepare_lock:
-            return prepare_inputs(self.processor, request, self._plan(request, budget_scale), self.config)
-
-    def _prepare_first(self, request: Request) -> PreparedInputs:
-        return self._prepare(request, 1.0)
+        with self.planner.lock:
+            return prepare_inputs(self.processor, request, plan, self.config)
 
     def _memory_room(self) -> int | None:
         """Bytes available to one request's activations, or None when nothing bounds them."""
@@ -340,40 +348,17 @@ class Qwen25OmniSafe(lmms):
         }
         return sorted(devices, key=str)
 
-    def _estimate(self, plan: RequestPlan, max_new_tokens: int) -> int:
-        return plan.estimate_peak(
-            self.dims,
-            attention=self.attn_implementation,
-            dtype=str(self.dtype).replace("torch.", ""),
-            vision_group_frames=self.config.vision_group_frames,
-            max_new_tokens=max_new_tokens,
-            weight_bytes=self.weight_bytes,
-        )
-
-    def _fit_memory(
-        self, request: Request, inputs: PreparedInputs, attempt: gen.Attempt, max_new_tokens: int
-    ) -> tuple[PreparedInputs, int]:
-        """Shrink the plan before generating while the estimate exceeds the free device memory (or the cap). Only
-        plans are made while shrinking (metadata); the chosen one is decoded once."""
-        plan = inputs.plan
-        estimate = self._estimate(plan, max_new_tokens)
-        room = self._memory_room()
-        scale, shrinks = attempt.budget_scale, 0
-        while (
-            room is not None and estimate - self.weight_bytes > room and plan.videos and shrinks < _MAX_MEMORY_SHRINKS
-        ):
-            smaller = self._plan(request, scale * self.config.oom_shrink)
-            if smaller.input_tokens >= plan.input_tokens:
-                attempt.notes.append("the plan is at its smallest; generating with it (the OOM loop guards the rest)")
-                break
-            scale, shrinks, plan = scale * self.config.oom_shrink, shrinks + 1, smaller
-            estimate = self._estimate(plan, max_new_tokens)
-        if shrinks:
-            attempt.budget_scale = scale
-            attempt.notes.append(f"plan shrunk {shrinks}x before generating: estimated peak above the memory available")
-            with self._prepare_lock:
-                inputs = prepare_inputs(self.processor, request, plan, self.config)
-        return inputs, estimate
+    def _stage(
+        self, request: Request, settings: RequestSettings, scale: float, prefetched_inputs: Prepared[PreparedInputs]
+    ) -> _Staged:
+        """An attempt's inputs at ``scale`` (the first attempt's come from the prefetch queue), shrunk before
+        generating while the estimated peak exceeds the memory available."""
+        inputs = prefetched_inputs.get() if scale == 1.0 else self._prepare(request, settings, scale)
+        fit = self.planner.fit(request, settings, inputs.plan, self._memory_room())
+        if fit.shrinks:
+            with self.planner.lock:
+                inputs = prepare_inputs(self.processor, request, fit.plan, self.config)
+        return _Staged(inputs, fit.scale, fit.estimate, fit.notes)
 
     def _to_device(self, inputs: PreparedInputs) -> dict[str, Any]:
         """Move the batch to the device; only pixel and audio features take the model dtype (positions stay exact)."""
@@ -388,78 +373,59 @@ class Qwen25OmniSafe(lmms):
             batch[name] = value
         return batch
 
-    def _generate(
-        self, request: Request, inputs: PreparedInputs, attempt: gen.Attempt, params: gen.GenerationParams
-    ) -> _Answered:
-        inputs, estimate = self._fit_memory(request, inputs, attempt, params.max_new_tokens)
-        attempt.plan_summary = [_summarise(entry) for entry in inputs.media]
-        attempt.input_tokens = inputs.tokens["input"]
+    def _generate(self, staged: _Staged, params: GenerationParams) -> _Generated:
         gpus = self._cuda_devices()
         for device in gpus:
             torch.cuda.reset_peak_memory_stats(device)
-        batch = self._to_device(inputs)
+        batch = self._to_device(staged.inputs)
         try:
-            answer, new_tokens = gen.run_generate(
+            answer, new_tokens = run_generate(
                 self.model,
                 batch,
                 params,
-                use_audio_in_video=inputs.use_audio_in_video,
+                use_audio_in_video=staged.inputs.use_audio_in_video,
                 tokenizer=self.processor.tokenizer,
             )
         finally:
             del batch
+        if not answer.strip():
+            # Never an empty string scored as an answer: it is recorded as what it is.
+            raise EmptyAnswerError(f"the model generated no text ({new_tokens} new tokens, cut at stop strings)")
         # The peak of the fullest GPU (with a device map, the one that bounds the plan).
         peak = max((torch.cuda.max_memory_allocated(device) for device in gpus), default=None)
-        return _Answered(answer, inputs, new_tokens, peak, estimate)
+        return _Generated(staged, answer, new_tokens, peak)
 
-    def _answer(self, request: Request, prepared: Prepared[PreparedInputs]) -> SampleRecord:
+    def _answer(self, request: Request, settings: RequestSettings, prepared: Prepared[PreparedInputs]) -> SampleRecord:
         started = time.perf_counter()
-        policy: dict[str, Any] = {}
-
-        def attempt_fn(attempt: gen.Attempt) -> _Answered:
-            params, overrides = self._generation_settings(request)
-            chosen = {k: v for k, v in self.config.video_policy(overrides).__dict__.items() if k != "use_audio"}
-            policy.update(chosen, use_audio_in_video=overrides.use_audio_in_video or self.config.use_audio_in_video)
-            inputs = prepared.get() if attempt.index == 0 else self._prepare(request, attempt.budget_scale)
-            return self._generate(request, inputs, attempt, params)
-
-        outcome = gen.run_with_retries(attempt_fn, oom_retries=self.config.oom_retries, shrink=self.config.oom_shrink)
-        answered: _Answered | None = outcome.result
-        if answered is not None and not answered.answer.strip():
-            # Never an empty string scored as an answer: it is recorded as what it is.
-            outcome.failure = f"the model generated no text ({answered.new_tokens} new tokens, cut at stop strings)"
-            outcome.attempts[-1].outcome = "empty"
-        answer = (
-            answered.answer if answered is not None and outcome.failure is None else failure_answer(outcome.failure)
+        outcome = run_with_retries(
+            lambda scale: self._stage(request, settings, scale, prepared),
+            lambda staged: self._generate(staged, settings.params),
+            oom_retries=self.config.oom_retries,
+            shrink=self.config.oom_shrink,
         )
-        tokens = dict(answered.inputs.tokens) if answered else {}
-        if answered:
-            tokens["generated"] = answered.new_tokens
+        generated = outcome.result
+        inputs = generated.staged.inputs if generated else None
+        tokens = {**inputs.tokens, "generated": generated.new_tokens} if generated else {}
         return SampleRecord(
             task=request.task,
             doc_id=request.doc_id,
             split=request.split,
             request_key=request.key(),
             config_key=self.config_key,
-            status="answered" if outcome.failure is None else "failed",
-            answer=answer,
+            status="answered" if generated else "failed",
+            answer=generated.answer if generated else failure_answer(outcome.failure or "no attempt ran"),
             failure=outcome.failure,
-            media=answered.inputs.media if answered else [],
+            media=inputs.media if inputs else [],
             tokens=tokens,
             attempts=[attempt.to_dict() for attempt in outcome.attempts],
             attention=self.attn_implementation,
-            peak_memory_bytes=answered.peak_memory_bytes if answered else None,
-            estimated_peak_bytes=answered.estimated_peak_bytes if answered else None,
+            peak_memory_bytes=generated.peak_memory_bytes if generated else None,
+            estimated_peak_bytes=generated.staged.estimate if generated else None,
             wall_seconds=round(time.perf_counter() - started, 3),
             media_wait_seconds=round(prepared.wait_seconds, 3),
-            input_hash=answered.inputs.input_hash if answered else None,
-            video_policy=policy,
+            input_hash=inputs.input_hash if inputs else None,
+            video_policy=settings.to_record(),
         )
-
-
-def _summarise(entry: dict[str, Any]) -> dict[str, Any]:
-    keys = ("kind", "frames", "height", "width", "sample_fps", "audio_seconds", "total_tokens", "case")
-    return {key: entry[key] for key in keys if key in entry}
 
 
 def _parse_device_map(spec: str) -> str | dict[str, Any]:

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from .budget import FRAME_POLICIES
+from .config import AdapterConfig
 from .errors import BudgetError, ConfigError, MediaError, OmniPluginError
 
 __all__ = ["main"]
@@ -15,9 +17,9 @@ __all__ = ["main"]
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from .budget import TokenBudget, VideoPolicy
-    from .media import plan_for, probe
+    from .media import is_frame_sequence, plan_for, probe, probe_frames
 
-    info = probe(args.video)
+    info = probe_frames(args.video, args.frames_fps) if is_frame_sequence(args.video) else probe(args.video)
     try:
         budget = TokenBudget(
             max_model_len=args.max_model_len,
@@ -25,7 +27,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             max_video_tokens=args.max_video_tokens,
         )
-        policy = VideoPolicy(fps=args.fps, max_frames=args.max_frames, use_audio=not args.no_audio)
+        policy = VideoPolicy(
+            fps=args.fps, max_frames=args.max_frames, use_audio=not args.no_audio, frame_policy=args.frame_policy
+        )
         plan = plan_for(info, budget, policy)
     except (ConfigError, BudgetError) as error:
         raise MediaError(args.video, str(error)) from None
@@ -41,6 +45,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             "width": info.width,
             "height": info.height,
             "has_audio": info.has_audio,
+            "rotation": info.rotation,
+            "total_frames": info.total_frames,
+            "total_frames_source": info.total_frames_source,
         },
     }
     if args.json:
@@ -49,10 +56,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     print(
         f"{args.video}: {info.duration:.2f} s, {info.width}x{info.height} @ {info.frame_rate:.3f} fps, audio={'yes' if info.has_audio else 'no'}"
     )
-    print(f"  case {plan.case}: {plan.reason}")
+    print(f"  {plan.frame_policy} policy, {plan.rule}: {plan.reason}")
+    print(
+        f"  reference   {plan.reference_frames} frames at {plan.reference_width}x{plan.reference_height}, "
+        f"{plan.reference_tokens} tokens ({'fits' if plan.reference_fits else 'does not fit'})"
+    )
     print(f"  frames      {plan.frames} at {plan.width}x{plan.height}, sample fps {plan.sample_fps:.4f}")
-    first, last = (plan.frame_times[0], plan.frame_times[-1]) if plan.frame_times else (0.0, 0.0)
-    print(f"  frame times {first:.3f} s .. {last:.3f} s")
+    print(
+        f"  frames of   {plan.total_frames}: indices {plan.frame_indices[0]} .. {plan.frame_indices[-1]}, "
+        f"times {plan.frame_times[0]:.3f} s .. {plan.frame_times[-1]:.3f} s"
+    )
     print(f"  audio       {plan.audio_seconds:g} s ({plan.audio_tokens} tokens)")
     print(
         f"  tokens      video {plan.video_tokens} + audio {plan.audio_tokens} + special = {plan.total_tokens} of budget {plan.budget}"
@@ -140,15 +153,35 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     plan = commands.add_parser("plan", help="plan one video within a token budget (reads metadata only)")
-    plan.add_argument("video", help="video file")
+    defaults = AdapterConfig()
+    plan.add_argument("video", help="video file, or a folder of frame images")
     plan.add_argument("--max-model-len", type=int, default=32768, help="model context length (default 32768)")
-    plan.add_argument("--max-new-tokens", type=int, default=512, help="tokens reserved for the answer (default 512)")
+    plan.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=defaults.max_new_tokens,
+        help=f"tokens reserved for the answer (default {defaults.max_new_tokens})",
+    )
     plan.add_argument("--prompt-tokens", type=int, default=0, help="text tokens of the templated prompt (default 0)")
     plan.add_argument(
         "--max-video-tokens", type=int, default=None, help="cap on the video block's tokens (default none)"
     )
-    plan.add_argument("--fps", type=float, default=2.0, help="target sampling rate (default 2.0)")
-    plan.add_argument("--max-frames", type=int, default=768, help="most frames to sample (default 768)")
+    plan.add_argument("--fps", type=float, default=defaults.fps, help=f"target sampling rate (default {defaults.fps})")
+    plan.add_argument(
+        "--max-frames", type=int, default=defaults.max_frames, help=f"most frames (default {defaults.max_frames})"
+    )
+    plan.add_argument(
+        "--frame-policy",
+        choices=FRAME_POLICIES,
+        default=defaults.frame_policy,
+        help=f"what gives way when the reference plan does not fit (default {defaults.frame_policy})",
+    )
+    plan.add_argument(
+        "--frames-fps",
+        type=float,
+        default=defaults.frames_fps,
+        help=f"rate of a frame-folder video (default {defaults.frames_fps})",
+    )
     plan.add_argument("--no-audio", action="store_true", help="leave the audio track out")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
     plan.set_defaults(run=_cmd_plan)

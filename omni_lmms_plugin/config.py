@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from .budget import VideoPolicy
+from .budget import FramePolicy, VideoPolicy
 from .errors import ConfigError
 
-__all__ = ["AdapterConfig", "TaskVideoOverrides", "DEFAULT_SYSTEM_PROMPT", "split_generation_kwargs"]
+__all__ = [
+    "AdapterConfig",
+    "TaskVideoOverrides",
+    "DEFAULT_SYSTEM_PROMPT",
+    "NOT_IN_RESUME_KEY",
+    "split_generation_kwargs",
+    "resolve_dtype",
+    "resolve_attention",
+]
 
 # The system prompt Qwen2.5-Omni was trained with; the model card asks for it verbatim.
 DEFAULT_SYSTEM_PROMPT = (
@@ -25,12 +33,19 @@ FailureChoice = Literal["record", "raise"]
 SeekChoice = Literal["exact", "keyframe"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "attn_implementation": ("auto", "sdpa", "flash_attention_2", "eager"),
-    "dtype": ("auto", "bfloat16", "float16", "float32"),
-    "use_audio_in_video": ("auto", "true", "false"),
-    "on_failure": ("record", "raise"),
-    "seek_mode": ("exact", "keyframe"),
+    "attn_implementation": get_args(AttnChoice),
+    "dtype": get_args(DtypeChoice),
+    "use_audio_in_video": get_args(AudioChoice),
+    "on_failure": get_args(FailureChoice),
+    "seek_mode": get_args(SeekChoice),
+    "frame_policy": get_args(FramePolicy),
 }
+
+# Model args that change neither the inputs nor the answers: left out of the resume key and of run comparisons.
+NOT_IN_RESUME_KEY = ("provenance_dir", "prefetch", "resume", "batch_size", "decode_timeout")
+
+# Bytes per parameter of each dtype.
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 
 def _to_bool_word(value: Any) -> str:
@@ -59,6 +74,8 @@ class AdapterConfig:
     frame_floor: int = VideoPolicy.frame_floor
     min_pixels: int = VideoPolicy.min_pixels
     max_pixels: int = VideoPolicy.max_pixels
+    frame_policy: FramePolicy = VideoPolicy.frame_policy
+    frames_fps: float = 2.0  # the rate of an image-sequence video (qwen-omni-utils' default sample_fps)
     max_video_tokens: int | None = None
     use_audio_in_video: AudioChoice = "auto"
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
@@ -97,6 +114,8 @@ class AdapterConfig:
             raise ConfigError(f"prefetch={self.prefetch} must be 0 (off) or a queue depth")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be at least 1")
+        if not self.frames_fps > 0:
+            raise ConfigError(f"frames_fps={self.frames_fps} must be positive (frames per second of a frame folder)")
         if self.max_memory_gib is not None and self.max_memory_gib <= 0:
             raise ConfigError(f"max_memory_gib={self.max_memory_gib} must be positive")
         self.video_policy()  # validates fps, frames and pixels with the policy's own checks
@@ -125,6 +144,7 @@ class AdapterConfig:
             "max_frames": self.max_frames,
             "min_pixels": self.min_pixels,
             "max_pixels": self.max_pixels,
+            "frame_policy": self.frame_policy,
             **(overrides.policy_fields() if overrides is not None else {}),
         }
         # The floor never sits below the minimum, whichever of the two the task raised.
@@ -132,6 +152,20 @@ class AdapterConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def resolve_dtype(choice: str, device_type: str) -> str:
+    """The dtype a model runs in: ``auto`` is bfloat16 on CUDA and float32 on the CPU (bf16 matmuls there are slow)."""
+    if choice == "auto":
+        return "bfloat16" if device_type == "cuda" else "float32"
+    return choice
+
+
+def resolve_attention(choice: str, device_type: str, flash_available: bool) -> str:
+    """The attention a model runs with: ``auto`` is flash_attention_2 on CUDA when flash-attn imports, else sdpa."""
+    if choice == "auto":
+        return "flash_attention_2" if device_type == "cuda" and flash_available else "sdpa"
+    return choice
 
 
 def _coerce(key: str, raw: Any, annotation: Any) -> Any:
@@ -163,13 +197,15 @@ def _coerce(key: str, raw: Any, annotation: Any) -> Any:
 @dataclass(frozen=True)
 class TaskVideoOverrides:
     """The video policy a task declares in ``generation_kwargs`` as ``omni_fps``, ``omni_max_frames``,
-    ``omni_min_frames``, ``omni_max_pixels``, ``omni_use_audio_in_video``. These keys never reach ``generate``."""
+    ``omni_min_frames``, ``omni_max_pixels``, ``omni_use_audio_in_video`` (the task's modality) and
+    ``omni_frames_fps`` (the rate of its frame-folder videos). These keys never reach ``generate``."""
 
     fps: float | None = None
     max_frames: int | None = None
     min_frames: int | None = None
     max_pixels: int | None = None
     use_audio_in_video: AudioChoice | None = None
+    frames_fps: float | None = None
 
     def policy_fields(self) -> dict[str, Any]:
         return {
@@ -177,9 +213,6 @@ class TaskVideoOverrides:
             for name in ("fps", "max_frames", "min_frames", "max_pixels")
             if getattr(self, name) is not None
         }
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 _OVERRIDE_PREFIX = "omni_"
@@ -209,6 +242,7 @@ def split_generation_kwargs(gen_kwargs: dict[str, Any]) -> tuple[dict[str, Any],
     for name in ("max_frames", "min_frames", "max_pixels"):
         if name in policy:
             policy[name] = int(policy[name])
-    if "fps" in policy:
-        policy["fps"] = float(policy["fps"])
+    for name in ("fps", "frames_fps"):
+        if name in policy:
+            policy[name] = float(policy[name])
     return generation, TaskVideoOverrides(**policy)

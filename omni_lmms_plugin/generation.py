@@ -1,92 +1,19 @@
-"""Generation with bounded memory and the OOM-safe retry loop.
+"""Generation parameters and the ``generate`` call.
 
-- :func:`install_last_position_logits` makes the thinker compute logits for the last position only, which is all
-  generation reads (the thinker's forward has no ``logits_to_keep``; full prefill logits cost ``vocab x L`` values).
-- :func:`install_grouped_vision_encoding` encodes each video through the vision tower a few temporal grids at a time.
-  The tower never attends across 2-frame temporal grids, so the embeddings equal a one-pass encoding while the peak
-  is bounded by the group, not the video.
 - :class:`GenerationParams` is the one place where lmms-eval's generation kwargs become Hugging Face's.
-- :func:`run_with_retries` runs one request's attempts: on out-of-memory it frees what the attempt held, shrinks the
-  token budget by a fixed factor and tries again, recording every attempt.
+- :func:`run_generate` makes one ``generate`` call and returns the answer cut at the stop strings.
 """
 
 from __future__ import annotations
 
-import gc
-import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from .errors import BudgetError, ConfigError, MediaError
+from .errors import ConfigError
 
-__all__ = [
-    "GenerationParams",
-    "Attempt",
-    "AttemptOutcome",
-    "install_last_position_logits",
-    "install_grouped_vision_encoding",
-    "is_out_of_memory",
-    "free_device_memory",
-    "run_generate",
-    "run_with_retries",
-]
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Memory-lean model surgery
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _keep_last_position(module: torch.nn.Module, args: tuple) -> tuple:
-    hidden = args[0]
-    return (hidden[:, -1:, :], *args[1:]) if hidden.dim() == 3 and hidden.shape[1] > 1 else args
-
-
-def install_last_position_logits(thinker: torch.nn.Module) -> Any:
-    """Feed only the last hidden state to ``lm_head``. Generation (greedy, sampling, beams) reads ``logits[:, -1]``
-    alone, so answers are unchanged. Returns the hook handle (``handle.remove()`` restores full logits)."""
-    return thinker.lm_head.register_forward_pre_hook(_keep_last_position)
-
-
-def install_grouped_vision_encoding(thinker: torch.nn.Module, group_frames: int) -> None:
-    """Encode videos ``group_frames`` frames (``group_frames // 2`` temporal grids) at a time."""
-    inner = thinker.model
-    visual = inner.visual
-    merge = visual.spatial_merge_size
-    grids_per_group = max(1, group_frames // 2)
-    original = inner.get_video_features
-
-    def get_video_features(
-        pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor | None = None, **kwargs: Any
-    ):
-        if video_grid_thw is None:
-            return original(pixel_values_videos, video_grid_thw, **kwargs)
-        pixel_values_videos = pixel_values_videos.type(visual.dtype)
-        per_video: list[torch.Tensor] = []
-        offset = 0
-        for grids, height, width in video_grid_thw.tolist():
-            patches_per_grid = height * width
-            pieces = []
-            for start in range(0, grids, grids_per_group):
-                count = min(grids_per_group, grids - start)
-                chunk = pixel_values_videos[offset : offset + count * patches_per_grid]
-                grid = torch.tensor([[count, height, width]], device=video_grid_thw.device, dtype=video_grid_thw.dtype)
-                pieces.append(visual(chunk, grid_thw=grid, return_dict=True).pooler_output)
-                offset += count * patches_per_grid
-            per_video.append(torch.cat(pieces, dim=0))
-        expected = [g * h * w // merge**2 for g, h, w in video_grid_thw.tolist()]
-        if [piece.shape[0] for piece in per_video] != expected:
-            raise RuntimeError(
-                f"grouped vision encoding produced {[p.shape[0] for p in per_video]} tokens, expected {expected}"
-            )
-        return BaseModelOutputWithPooling(pooler_output=tuple(per_video))
-
-    inner.get_video_features = get_video_features
+__all__ = ["GenerationParams", "run_generate"]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -178,100 +105,3 @@ def run_generate(
     new_tokens = output[0, inputs["input_ids"].shape[1] :]
     text = tokenizer.decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
     return params.cut_at_stop(text), int(new_tokens.numel())
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Out-of-memory policy
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or the allocator failures that other backends raise as RuntimeError."""
-    if isinstance(error, torch.cuda.OutOfMemoryError):
-        return True
-    message = str(error).lower()
-    return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
-
-
-def free_device_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-@dataclass
-class Attempt:
-    """One try at a request: the budget scale it ran with, what it planned, and how it ended."""
-
-    index: int
-    budget_scale: float
-    outcome: str = "pending"
-    error: str | None = None
-    plan_summary: list[dict[str, Any]] = field(default_factory=list)
-    input_tokens: int | None = None
-    notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "budget_scale": round(self.budget_scale, 6),
-            "outcome": self.outcome,
-            "error": self.error,
-            "plan": self.plan_summary,
-            "input_tokens": self.input_tokens,
-            "notes": self.notes,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-@dataclass
-class AttemptOutcome:
-    """The end of a request: an answer, or the reason it failed, and every attempt made."""
-
-    answer: str | None
-    failure: str | None
-    attempts: list[Attempt]
-    result: Any = None
-
-
-def run_with_retries(
-    attempt_fn: Callable[[Attempt], Any],
-    *,
-    oom_retries: int,
-    shrink: float,
-    first_scale: float = 1.0,
-) -> AttemptOutcome:
-    """Call ``attempt_fn`` until it returns; after an out-of-memory error, shrink the budget scale by ``shrink`` and
-    retry, at most ``oom_retries`` times. Media and budget errors are not retried: a smaller plan cannot fix them.
-
-    ``attempt_fn`` fills in the attempt's plan summary and returns a result with an ``answer`` attribute.
-    """
-    attempts: list[Attempt] = []
-    scale = first_scale
-    for index in range(oom_retries + 1):
-        attempt = Attempt(index=index, budget_scale=scale)
-        attempts.append(attempt)
-        started = time.perf_counter()
-        try:
-            result = attempt_fn(attempt)
-        except (MediaError, BudgetError, ConfigError) as error:
-            attempt.outcome, attempt.error = "failed", f"{type(error).__name__}: {error}"
-            attempt.seconds = time.perf_counter() - started
-            return AttemptOutcome(None, attempt.error, attempts)
-        except Exception as error:  # noqa: BLE001 - sorted below: OOM retries, anything else is recorded
-            attempt.seconds = time.perf_counter() - started
-            if not is_out_of_memory(error):
-                attempt.outcome, attempt.error = "failed", f"{type(error).__name__}: {error}"
-                return AttemptOutcome(None, attempt.error, attempts)
-            attempt.outcome, attempt.error = "out_of_memory", f"{type(error).__name__}: {str(error)[:300]}"
-        else:
-            attempt.outcome = "answered"
-            attempt.seconds = time.perf_counter() - started
-            return AttemptOutcome(result.answer, None, attempts, result)
-        # Out of the except block, so the exception's traceback (and the tensors its frames hold) is gone.
-        free_device_memory()
-        # From the scale the attempt ended at: it may have shrunk its plan further before generating.
-        scale = math.floor(attempt.budget_scale * shrink * 1e6) / 1e6
-    reason = f"out of memory on all {oom_retries + 1} attempts (last budget scale {attempts[-1].budget_scale:g})"
-    return AttemptOutcome(None, reason, attempts)

@@ -9,7 +9,8 @@ for the chat template and prompt tokens; no weights are loaded), and predicts it
 choose eager). It reports per task:
 
 * the distribution of planned input tokens, frames and resolutions;
-* samples the token budget clipped (plan case > 1), with the tokens the policy wanted and the tokens planned;
+* samples whose reference plan (what qwen-omni-utils would feed) did not fit and what gave way, with the tokens the
+  reference wanted and the tokens planned;
 * predicted peak memory against each GPU size, the samples that would not fit, and how many times the adapter would
   shrink their plan before generating (``oom_shrink`` per step, as ``qwen2_5_omni_safe`` does);
 * files that cannot be read (listed with the reason, the walk goes on), samples nothing fits, and the slowest probes.
@@ -19,8 +20,8 @@ It writes a JSON report and two PNG plots beside it (``<stem>_tokens.png``, ``<s
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -28,50 +29,62 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import AdapterConfig, split_generation_kwargs
+from .config import DTYPE_BYTES, AdapterConfig, resolve_attention, resolve_dtype
 from .errors import BudgetError, ConfigError, MediaError
-from .memory import GIB, ModelDims, estimate_peak_memory
+from .inputs import Request
+from .memory import GIB, ModelDims
+from .planner import ModelFacts, Planner, flash_attn_available
 from .report import distribution
 
-__all__ = ["DEFAULT_GPU_GIB", "ModelSide", "load_model_side", "run_preflight", "render_preflight"]
+__all__ = ["DEFAULT_GPU_GIB", "load_planner", "run_preflight", "render_preflight"]
 
 DEFAULT_GPU_GIB = (24.0, 48.0, 80.0)
-_MAX_SHRINKS = 12  # as the adapter's _MAX_MEMORY_SHRINKS
 _UNBOUNDED_CONTEXT = 10**9
 _LIST_LIMIT = 20
 
 
-@dataclass
-class ModelSide:
-    """What planning and the memory estimate need from the checkpoint: processor, sizes, context length."""
+def _thinker_parameters(folder: Path) -> int | None:
+    """Parameters of the thinker in a local checkpoint, read from its safetensors headers (no weights loaded): the
+    ``thinker.``-prefixed tensors of a full Qwen2.5-Omni checkpoint, or every tensor of a thinker-only one."""
+    import struct
 
-    config: AdapterConfig
-    processor: Any
-    dims: ModelDims
-    max_model_len: int
-    dtype: str
-    attention: str
-    weight_bytes: int
-    floor_bytes: int = 0  # the estimate of an empty request: weights and fixed overhead
+    counts: dict[bool, int] = {True: 0, False: 0}
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    for path in files:
+        with open(path, "rb") as handle:
+            header = json.loads(handle.read(struct.unpack("<Q", handle.read(8))[0]))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                counts[name.startswith("thinker.")] += math.prod(entry["shape"])
+    return counts[True] or counts[False]
 
 
-def load_model_side(config: AdapterConfig) -> ModelSide:
-    """The processor and ``AutoConfig`` of ``config.pretrained`` (never the weights)."""
+def load_planner(config: AdapterConfig) -> Planner:
+    """The adapter's planner for ``config.pretrained``, from its processor, ``AutoConfig`` and safetensors headers
+    (never the weights). It predicts a GPU run: the dtype and attention are those the adapter picks on CUDA."""
     import transformers
+
+    from .inputs import torch_linspace_indices
 
     revision = {"revision": config.revision} if config.revision else {}
     processor = transformers.Qwen2_5OmniProcessor.from_pretrained(config.pretrained, **revision)
     model_config = transformers.AutoConfig.from_pretrained(config.pretrained, **revision)
     thinker = getattr(model_config, "thinker_config", model_config)
-    dims = ModelDims.from_config(thinker)
-    # As the adapter: the model arg, else the thinker's max_position_embeddings.
-    max_model_len = config.max_model_len or int(thinker.text_config.max_position_embeddings)
-    dtype = "bfloat16" if config.dtype == "auto" else config.dtype
-    attention = "eager" if config.attn_implementation == "eager" else "sdpa"
-    width = {"bfloat16": 2, "float16": 2, "float32": 4}[dtype]
-    weights = dims.parameters * width
-    floor = estimate_peak_memory(dims, sequence_length=1, vision_patches=0, dtype=dtype, weight_bytes=weights).peak
-    return ModelSide(config, processor, dims, max_model_len, dtype, attention, weights, floor)
+    dtype = resolve_dtype(config.dtype, "cuda")
+    folder = Path(config.pretrained)
+    parameters = _thinker_parameters(folder) if folder.is_dir() else None
+    dims = ModelDims.from_config(thinker, parameters=parameters)
+    facts = ModelFacts(
+        max_model_len=config.max_model_len or int(thinker.text_config.max_position_embeddings),
+        dims=dims,
+        dtype=dtype,
+        attention=resolve_attention(config.attn_implementation, "cuda", flash_attn_available()),
+        weight_bytes=dims.parameters * DTYPE_BYTES[dtype],
+        weight_bytes_source="safetensors" if parameters else "estimated",
+    )
+    return Planner(processor, config, facts, frame_indices=torch_linspace_indices)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -132,110 +145,63 @@ def _load_tasks(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _estimate(side: ModelSide, plan: Any, max_new_tokens: int) -> int:
-    """The adapter's estimate of a plan: same patches, encoding groups and sequence length."""
-    return plan.estimate_peak(
-        side.dims,
-        attention=side.attention,
-        dtype=side.dtype,
-        vision_group_frames=side.config.vision_group_frames,
-        max_new_tokens=max_new_tokens,
-        weight_bytes=side.weight_bytes,
-    )
-
-
 def _plan_sample(
-    side: ModelSide, request: Any, gpu_gib: Sequence[float], probe_times: list[tuple[float, str]]
+    planner: Planner, request: Request, gpu_gib: Sequence[float], probe_times: list[tuple[float, str]]
 ) -> dict[str, Any]:
-    from .generation import GenerationParams
-    from .inputs import classify_visuals, plan_request
-    from .media import probe
+    """Plan one sample exactly as the adapter will (the same planner), and fit it to each GPU size."""
+    from .inputs import classify_visuals
 
     row: dict[str, Any] = {"task": request.task, "doc_id": request.doc_id, "status": "planned"}
+    started = time.perf_counter()
     try:
-        generation_kwargs, overrides = split_generation_kwargs(request.gen_kwargs)
-        max_new_tokens = GenerationParams.from_lmms(generation_kwargs, side.config.max_new_tokens).max_new_tokens
-        items = classify_visuals(request.visuals)
-    except (ConfigError, MediaError) as error:
-        return {**row, "status": "error", "error": f"{type(error).__name__}: {error}"}
-    row["media"] = [item.kind for item in items]
-
-    for item in items:
-        if item.kind != "video":
-            continue
-        started = time.perf_counter()
-        try:
-            probe(item.source)
-        except MediaError as error:
-            return {**row, "status": "unreadable", "path": item.source, "error": error.cause}
-        finally:
-            probe_times.append((time.perf_counter() - started, item.source))
-
-    def plan_at(scale: float, config: AdapterConfig = side.config, context: int = side.max_model_len) -> Any:
-        return plan_request(
-            side.processor, request, config, overrides,
-            max_model_len=context, max_new_tokens=max_new_tokens, budget_scale=scale,
-        )  # fmt: skip
-
-    try:
-        plan = plan_at(1.0)
+        settings = planner.settings(request)
+        row["media"] = [item.kind for item in classify_visuals(request.visuals())]
+        plan = planner.plan(request, settings)
     except MediaError as error:
         return {**row, "status": "unreadable", "path": error.path, "error": error.cause}
     except BudgetError as error:
         return {**row, "status": "does_not_fit_budget", "error": str(error)}
     except Exception as error:  # noqa: BLE001 - reported per sample; the walk goes on
         return {**row, "status": "error", "error": f"{type(error).__name__}: {error}"}
+    finally:
+        probe_times.append((time.perf_counter() - started, f"{request.task}/{request.doc_id}"))
 
-    tokens = plan.input_tokens
     videos = [
         {
-            "path": path, "frames": v.frames, "width": v.width, "height": v.height, "duration": v.duration,
-            "audio_seconds": v.audio_seconds, "tokens": v.total_tokens, "case": v.case, "reason": v.reason,
+            "path": record["path"], "frames": v.plan.frames, "width": v.plan.width, "height": v.plan.height,
+            "duration": v.plan.duration, "audio_seconds": v.plan.audio_seconds, "tokens": v.plan.total_tokens,
+            "rule": v.plan.rule, "reason": v.plan.reason, "reference_fits": v.plan.reference_fits,
+            "reference_frames": v.plan.reference_frames, "reference_tokens": v.plan.reference_tokens,
+            "frame_indices": list(v.plan.frame_indices),
         }
-        for path, v, _ in plan.videos
+        for v, record in ((v, v.to_record()) for v in plan.videos)
     ]  # fmt: skip
-    case = max((v.case for _, v, _ in plan.videos), default=1)
+    degraded = any(v.plan.degraded for v in plan.videos)
     row.update(
-        input_tokens=tokens,
+        input_tokens=plan.input_tokens,
         prompt_tokens=plan.prompt_tokens,
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=settings.params.max_new_tokens,
         budget=plan.budget.media_tokens,
         videos=videos,
-        frames=sum(v.frames for _, v, _ in plan.videos),
-        case=case,
+        frames=sum(v.plan.frames for v in plan.videos),
+        degraded=degraded,
     )
-    if case > 1:
-        # What the policy wanted: the same planning with no budget to bind it.
-        unbounded = dataclasses.replace(side.config, max_video_tokens=None)
-        wanted = plan_at(1.0, unbounded, _UNBOUNDED_CONTEXT)
-        row["wanted_tokens"] = wanted.input_tokens
-        row["wanted_frames"] = sum(v.frames for _, v, _ in wanted.videos)
+    if degraded:
+        row["wanted_tokens"] = plan.input_tokens + sum(
+            v.plan.reference_tokens - v.plan.total_tokens for v in plan.videos
+        )
+        row["wanted_frames"] = sum(v.plan.reference_frames for v in plan.videos)
 
-    peak = _estimate(side, plan, max_new_tokens)
-    row["peak_bytes"] = peak
+    row["peak_bytes"] = planner.estimate(plan, settings.params.max_new_tokens)
     row["shrinks"] = {}
     for gib in gpu_gib:
-        row["shrinks"][f"{gib:g}"] = _shrinks_to_fit(side, plan_at, plan, peak, int(gib * GIB), max_new_tokens)
-    return row
-
-
-def _shrinks_to_fit(side: ModelSide, plan_at: Any, plan: Any, peak: int, limit: int, max_new_tokens: int) -> int | None:
-    """0 when the plan fits ``limit`` bytes; else how many ``oom_shrink`` steps the adapter would take before
-    generating (as its ``_fit_memory``); None when even the smallest plan does not fit."""
-    if peak <= limit:
-        return 0
-    if not plan.videos or side.floor_bytes >= limit:
-        return None
-    scale = 1.0
-    for step in range(1, _MAX_SHRINKS + 1):
-        scale *= side.config.oom_shrink
+        room = int(gib * GIB) - planner.facts.weight_bytes
         try:
-            smaller = plan_at(scale)
+            fit = planner.fit(request, settings, plan, room) if room > 0 else None
         except (BudgetError, MediaError):
-            return None
-        if _estimate(side, smaller, max_new_tokens) <= limit:
-            return step
-    return None
+            fit = None
+        row["shrinks"][f"{gib:g}"] = fit.shrinks if fit is not None and fit.fits else None
+    return row
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -245,9 +211,9 @@ def _shrinks_to_fit(side: ModelSide, plan_at: Any, plan: Any, peak: int, limit: 
 
 def _task_summary(name: str, rows: list[dict], gpu_gib: Sequence[float], skipped: str | None) -> dict[str, Any]:
     planned = [r for r in rows if r["status"] == "planned"]
-    clipped = [r for r in planned if r.get("case", 1) > 1]
+    clipped = [r for r in planned if r.get("degraded")]
     resolutions = Counter(f"{v['width']}x{v['height']}" for r in planned for v in r["videos"])
-    cases = Counter(v["case"] for r in planned for v in r["videos"])
+    rules = Counter(v["rule"] for r in planned for v in r["videos"])
     memory = {}
     for gib in gpu_gib:
         key = f"{gib:g}"
@@ -274,7 +240,8 @@ def _task_summary(name: str, rows: list[dict], gpu_gib: Sequence[float], skipped
         "tokens": distribution([r["input_tokens"] for r in planned]),
         "frames": distribution([r["frames"] for r in planned if r["videos"]]),
         "resolutions": dict(resolutions.most_common()),
-        "plan_cases": {str(k): v for k, v in sorted(cases.items())},
+        "plan_rules": dict(rules.most_common()),
+        "reference_fits": sum(1 for r in planned for v in r["videos"] if v["reference_fits"]),
         "videos_with_audio": sum(1 for r in planned for v in r["videos"] if v["audio_seconds"] > 0),
         "clipped": {
             "samples": len(clipped),
@@ -288,8 +255,7 @@ def _task_summary(name: str, rows: list[dict], gpu_gib: Sequence[float], skipped
                     "planned_tokens": r["input_tokens"],
                     "wanted_frames": r["wanted_frames"],
                     "planned_frames": r["frames"],
-                    "case": r["case"],
-                    "reason": "; ".join(v["reason"] for v in r["videos"] if v["case"] > 1),
+                    "reason": "; ".join(v["reason"] for v in r["videos"] if v["rule"] != "reference"),
                 }
                 for r in sorted(clipped, key=lambda r: r["input_tokens"] / max(1, r["wanted_tokens"]))[:_LIST_LIMIT]
             ],
@@ -331,7 +297,7 @@ def run_preflight(
         raise ConfigError(f"--gpu-mem={gpu_gib} must list positive GiB sizes, e.g. 24,48,80")
     started = time.perf_counter()
     config = AdapterConfig.from_model_args(simple_parse_args_string(model_args or ""))
-    side = load_model_side(config)
+    planner = load_planner(config)
     loaded = _load_tasks(tasks, include_paths, limit, gen_kwargs)
 
     rows: dict[str, list[dict]] = defaultdict(list)
@@ -341,15 +307,7 @@ def run_preflight(
         for entry in loaded:
             for index, instance in enumerate(entry.instances):
                 request = unpack_request(index, instance, {entry.name: entry.task.dataset})
-                if request.visual_error:
-                    row = {
-                        "task": entry.name,
-                        "doc_id": request.doc_id,
-                        "status": "error",
-                        "error": request.visual_error,
-                    }
-                else:
-                    row = _plan_sample(side, request, gpu_gib, probe_times)
+                row = _plan_sample(planner, request, gpu_gib, probe_times)
                 rows[entry.name].append(row)
                 bar.update(1)
 
@@ -357,11 +315,12 @@ def run_preflight(
         "tasks": [_task_summary(e.name, rows[e.name], gpu_gib, e.skipped) for e in loaded],
         "model": {
             "pretrained": config.pretrained,
-            "max_model_len": side.max_model_len,
-            "dtype": side.dtype,
-            "attention": side.attention,
-            "weights_gib_estimated": round(side.weight_bytes / GIB, 3),
-            "parameters_estimated": side.dims.parameters,
+            "max_model_len": planner.facts.max_model_len,
+            "dtype": planner.facts.dtype,
+            "attention": planner.facts.attention,
+            "weights_gib": round(planner.facts.weight_bytes / GIB, 3),
+            "weights_source": planner.facts.weight_bytes_source,
+            "parameters": planner.facts.dims.parameters,
             "model_args": config.to_dict(),
         },
         "gpu_gib": gpu_gib,
@@ -445,7 +404,7 @@ def render_preflight(report: dict[str, Any]) -> str:
     model = report["model"]
     lines = [
         f"Preflight of {', '.join(t['task'] for t in report['tasks'])} for {model['pretrained']} "
-        f"(max_model_len {model['max_model_len']}, {model['dtype']}, {model['attention']}, weights ~{model['weights_gib_estimated']:g} GiB)"
+        f"(max_model_len {model['max_model_len']}, {model['dtype']}, {model['attention']}, weights {model['weights_gib']:g} GiB from {model['weights_source']})"
     ]
     for task in report["tasks"]:
         lines.append(f"{task['task']}: {task['requests']} samples, {task['planned']} planned")
@@ -470,7 +429,7 @@ def render_preflight(report: dict[str, Any]) -> str:
                 f"and got {clipped['tokens_planned']} ({100 * clipped['kept_fraction']:.1f}% kept)"
             )
         else:
-            lines.append("  clipped by the budget: none (every plan is case 1)")
+            lines.append("  clipped by the budget: none (every plan is the reference plan)")
         if task["peak_gib"]:
             p = task["peak_gib"]
             lines.append(f"  predicted peak  median {p['median']:g} GiB  max {p['max']:g} GiB")

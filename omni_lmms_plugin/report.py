@@ -229,8 +229,8 @@ def _degradations(record: SampleRecord) -> list[str]:
     if final_scale < 1.0 and record.status == "answered":
         found.append(f"answered at budget scale {final_scale}")
     for index, entry in enumerate(record.media):
-        if int(entry.get("case", 1)) > 1:
-            found.append(f"media {index} plan case {entry['case']}: {entry.get('reason')}")
+        if entry.get("rule", "reference") != "reference":
+            found.append(f"media {index} plan {entry['rule']}: {entry.get('reason')}")
         found.extend(f"media {index}: {note}" for note in entry.get("notes") or [])
     return found
 
@@ -596,8 +596,8 @@ def check_bundle(bundle: str | Path) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------------
 
 # Plan fields compared per media entry: what was decoded, at which size, with how much audio, and at what cost.
-_PLAN_FIELDS = ("kind", "frames", "frame_times", "decoded_times", "height", "width", "sample_fps", "audio_start",
-                "audio_seconds", "audio_samples", "video_tokens", "audio_tokens", "total_tokens", "case")  # fmt: skip
+_PLAN_FIELDS = ("kind", "frames", "frame_indices", "frame_times", "decoded_times", "height", "width", "sample_fps", "audio_start",
+                "audio_seconds", "audio_samples", "video_tokens", "audio_tokens", "total_tokens", "rule")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -736,7 +736,7 @@ def render_differences(run_a: RunFolder, run_b: RunFolder, differences: list[Dif
 
 
 # Model args that name where a run writes, not what it computes.
-_RUN_LOCAL_ARGS = ("provenance_dir",)
+_RUN_LOCAL_ARGS = NOT_IN_RESUME_KEY  # args that change neither the inputs nor the answers
 
 
 def _model_arg_changes(run_a: RunFolder, run_b: RunFolder) -> list[tuple[str, Any, Any]]:

@@ -113,6 +113,13 @@ def read_frame_index(rgb: np.ndarray) -> int:
     return value
 
 
+def marked_frame(index: int, *, width: int, height: int) -> np.ndarray:
+    """An ``H x W x 3`` grey RGB frame carrying ``index`` (as :func:`read_frame_index` reads it), e.g. for a folder of
+    frame images."""
+    luma = _FramePainter(width, height, marker=True).paint(index)[:height]
+    return np.repeat(luma[:, :, None], 3, axis=2)
+
+
 class _FramePainter:
     """Paints yuv420p frames into one reused buffer: marker cells on top, a moving band pattern below."""
 

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from omni_lmms_plugin.budget import (
     GRID_PIXELS,
     MAX_AUDIO_SECONDS,
-    TokenBudget,
     VideoPolicy,
     audio_tokens,
-    fit_grid,
+    linspace_indices,
     plan_video,
+    smallest_grid,
     smart_grid,
     video_block_tokens,
     video_tokens,
@@ -56,39 +56,52 @@ def test_smart_grid_mirrors_qwen_rounding():
     assert smart_grid(168, 308, 128 * 784, 768 * 784) == (9, 16)  # small frames are upscaled to 252x448
 
 
-def test_fit_grid_keeps_the_aspect_ratio_within_rounding():
-    rows, cols = fit_grid(720, 1280, 300)
-    assert rows * cols <= 300
-    assert abs(cols - rows * 1280 / 720) <= 1
-    assert rows * cols >= 280
-
-
-def test_a_short_clip_fits_whole():
+def test_a_short_clip_is_planned_exactly_as_the_reference():
     plan = plan_video(duration=10, frame_rate=30, width=640, height=360, has_audio=True, budget=32_000)
-    assert plan.case == 1
-    assert plan.frames == 20
+    assert plan.rule == "reference" and plan.reference_fits and not plan.degraded
+    assert plan.frames == plan.reference_frames == 20
+    assert plan.frame_indices[0] == 0 and plan.frame_indices[-1] == 299  # first and last frame, linspace rounded
+    assert (plan.height, plan.width) == (plan.reference_height, plan.reference_width) == (364, 644)
+    assert plan.sample_fps == pytest.approx(20 / 300 * 30)  # the reference's nframes / total_frames * video_fps
+    assert plan.frame_times == tuple(round(i / 30, 6) for i in plan.frame_indices)
     assert plan.audio_seconds == 10
-    assert plan.total_tokens <= plan.budget
+    assert plan.total_tokens == plan.reference_tokens <= plan.budget
 
 
-def test_ten_minute_720p_with_audio_fits_the_32k_context():
-    budget = TokenBudget(max_model_len=32_768, prompt_tokens=120, max_new_tokens=512)
-    plan = plan_video(duration=600, frame_rate=30, width=1280, height=720, has_audio=True, budget=budget)
-    assert plan.total_tokens <= budget.media_tokens
-    assert plan.total_tokens >= 0.95 * budget.media_tokens
-    assert plan.frames >= VideoPolicy().frame_floor  # coverage kept before frames went below the floor
-    assert plan.audio_seconds == MAX_AUDIO_SECONDS and plan.audio_dropped_seconds == 300
-    assert any("not heard" in note for note in plan.notes)
+def test_the_reference_floors_the_frame_count_to_an_even_number():
+    """smart_nframes floors: a 7.03 s 30 fps clip of 209 frames gets 12 frames (14.06 floored), not 14."""
+    plan = plan_video(duration=209 / 30, frame_rate=30, width=640, height=360, has_audio=False, budget=32_000)
+    assert plan.total_frames == 209 and plan.frames == 12
+    assert plan.frame_indices == linspace_indices(209, 12) == (0, 19, 38, 57, 76, 95, 113, 132, 151, 170, 189, 208)
 
 
-def test_the_policy_cases_come_in_order():
+def test_a_binding_budget_keeps_the_reference_frame_count_and_lowers_pixels_first():
+    """qwen policy: a 10-minute 720p clip wants 768 frames at 644x336 (105,984 tokens); within 24k tokens it keeps
+    768 frames and lowers the size; the resolution policy drops frames first instead."""
+    kwargs = dict(duration=600, frame_rate=30, width=1280, height=720, has_audio=False)
+    big = plan_video(**kwargs, budget=60_000)
+    assert big.reference_frames == 768 and (big.reference_height, big.reference_width) == (336, 644)
+    assert big.rule == "fewer_pixels" and big.frames == 768 and big.total_tokens <= 60_000
+    assert big.height * big.width < big.reference_height * big.reference_width
+    tight = plan_video(**kwargs, budget=24_000)
+    assert tight.rule == "fewer_frames" and tight.frames < 768
+    assert (tight.height, tight.width) >= smallest_size(720, 1280)
+    assert tight.frame_indices[0] == 0 and tight.frame_indices[-1] == 17_999
+    resolution = plan_video(**kwargs, budget=60_000, policy=VideoPolicy(frame_policy="resolution"))
+    assert resolution.rule == "fewer_frames" and resolution.frames < 768
+    assert (resolution.height, resolution.width) == (resolution.reference_height, resolution.reference_width)
+
+
+def test_the_resolution_policy_rules_come_in_order():
     kwargs = dict(duration=300, frame_rate=30, width=1280, height=720, has_audio=False)
-    full = plan_video(**kwargs, budget=10**6)
-    fewer_frames = plan_video(**kwargs, budget=64 * 720 + 2 + 100)
-    smaller = plan_video(**kwargs, budget=64 * 300)
-    fewest = plan_video(**kwargs, budget=20 * 128)
-    assert [p.case for p in (full, fewer_frames, smaller, fewest)] == [1, 2, 3, 4]
-    assert (full.height, full.width) == (fewer_frames.height, fewer_frames.width) == (560, 1008)
+    policy = VideoPolicy(frame_policy="resolution")
+    full = plan_video(**kwargs, budget=10**6, policy=policy)
+    fewer_frames = plan_video(**kwargs, budget=64 * 364 + 2 + 100, policy=policy)  # 364 cells: 392x728
+    smaller = plan_video(**kwargs, budget=64 * 150, policy=policy)
+    fewest = plan_video(**kwargs, budget=20 * 128, policy=policy)
+    rules = [p.rule for p in (full, fewer_frames, smaller, fewest)]
+    assert rules == ["reference", "fewer_frames", "fewer_pixels", "fewer_frames_below_floor"]
+    assert (full.height, full.width) == (fewer_frames.height, fewer_frames.width)
     assert fewer_frames.frames == 128 < full.frames
     assert smaller.height < full.height and smaller.frames >= 128
     assert fewest.frames < 128
@@ -96,14 +109,16 @@ def test_the_policy_cases_come_in_order():
 
 def test_audio_is_shortened_explicitly_when_nothing_else_is_left():
     plan = plan_video(duration=120, frame_rate=30, width=640, height=480, has_audio=True, budget=2 * 128 + 2 + 1000)
-    assert plan.case == 5
+    assert plan.rule == "shorter_audio"
     assert plan.audio_seconds < 120
     assert any("shortened" in note for note in plan.notes)
     assert plan.total_tokens <= plan.budget
 
 
 def test_nothing_fits_names_the_smallest_budget():
-    with pytest.raises(BudgetError, match="needs at least 282 tokens"):
+    rows, cols = smallest_grid(480, 640, VideoPolicy().min_pixels)
+    needed = 2 * rows * cols + 2
+    with pytest.raises(BudgetError, match=f"needs at least {needed} tokens"):
         plan_video(duration=60, frame_rate=30, width=640, height=480, has_audio=False, budget=100)
 
 
@@ -114,8 +129,18 @@ def test_extreme_aspect_ratio_is_refused_with_the_rule():
 
 def test_a_single_frame_video_plans_one_frame():
     plan = plan_video(duration=1 / 30, frame_rate=30, width=320, height=240, has_audio=False, budget=10_000)
-    assert plan.frames == 1
+    assert plan.frames == 1 and plan.frame_indices == (0,)
     assert plan.video_tokens == video_tokens(1, plan.height, plan.width)
+
+
+def test_an_unknown_frame_policy_names_the_allowed_ones():
+    with pytest.raises(ConfigError, match=r"Invalid frame_policy \('frames'\). Supported values are qwen, resolution"):
+        VideoPolicy(frame_policy="frames")
+
+
+def smallest_size(height: int, width: int) -> tuple[int, int]:
+    rows, cols = smallest_grid(height, width, VideoPolicy().min_pixels)
+    return rows * GRID_PIXELS, cols * GRID_PIXELS
 
 
 sizes = st.tuples(st.integers(16, 3840), st.integers(16, 2160)).filter(lambda s: max(s) / min(s) <= 150)
@@ -129,10 +154,17 @@ sizes = st.tuples(st.integers(16, 3840), st.integers(16, 2160)).filter(lambda s:
     has_audio=st.booleans(),
     budget=st.integers(300, 40_000),
     fps=st.sampled_from([0.5, 1.0, 2.0]),
+    frame_policy=st.sampled_from(["qwen", "resolution"]),
 )
-def test_plans_never_exceed_the_budget_and_use_it_when_it_binds(size, duration, frame_rate, has_audio, budget, fps):
+def test_plans_include_both_ends_never_exceed_the_budget_and_keep_reference_frames_first(
+    size, duration, frame_rate, has_audio, budget, fps, frame_policy
+):
+    """Every plan: within the budget, sizes on the 28-pixel grid, first and last frame in, indices ascending. Under the
+    qwen policy a binding budget lowers pixels before frames: fewer frames than the reference only when the reference
+    count does not fit even at the smallest size. (Breaking check: making the qwen branch drop frames first, as the
+    resolution policy does, fails the last assertion.)"""
     width, height = size
-    policy = VideoPolicy(fps=fps)
+    policy = VideoPolicy(fps=fps, frame_policy=frame_policy)
     try:
         plan = plan_video(
             duration=duration,
@@ -147,39 +179,17 @@ def test_plans_never_exceed_the_budget_and_use_it_when_it_binds(size, duration, 
         return
     assert plan.total_tokens <= budget
     assert plan.height % GRID_PIXELS == 0 and plan.width % GRID_PIXELS == 0
-    assert plan.height * plan.width >= policy.min_pixels or plan.case == 1
     assert plan.total_tokens == video_block_tokens(plan.frames, plan.height, plan.width, plan.audio_samples)
-    assert len(plan.frame_times) == plan.frames
-    assert all(0 <= t < duration for t in plan.frame_times)
-    assert list(plan.frame_times) == sorted(plan.frame_times)
+    assert len(plan.frame_times) == len(plan.frame_indices) == plan.frames
+    assert list(plan.frame_indices) == sorted(plan.frame_indices)
+    if plan.total_frames > 1:
+        assert plan.frame_indices[0] == 0 and plan.frame_indices[-1] == plan.total_frames - 1
+    assert all(0 <= t < duration + 1e-6 for t in plan.frame_times)
     assert plan.frames % 2 == 0 or plan.frames == 1
-    # The budget binds the frame count: what is left over is less than one frame pair, >= 95% used. Below ~4k tokens
-    # one pair at the smallest size (>= 128 tokens) is too coarse a step for that (2 pairs of 12x12 use 290 of 306).
-    # When all wanted frames fit and only the size binds, the rules allow no larger size: one more row of cells (with
-    # its aspect-kept columns) would not fit.
-    unbounded = plan_video(
-        duration=duration,
-        frame_rate=frame_rate,
-        width=width,
-        height=height,
-        has_audio=has_audio,
-        budget=10**8,
-        policy=policy,
-    )
-    if plan.case in (2, 3, 4) and budget >= 4000:
-        if plan.frames < unbounded.frames:
-            assert plan.total_tokens >= 0.95 * budget, plan
-        else:
-            area = (plan.height // GRID_PIXELS) * (plan.width // GRID_PIXELS)
-            for rows in range(1, 200):
-                for cols in {math.floor(rows * width / height), math.ceil(rows * width / height)} - {0}:
-                    if rows * cols > area:
-                        bigger = video_block_tokens(
-                            plan.frames, rows * GRID_PIXELS, cols * GRID_PIXELS, plan.audio_samples
-                        )
-                        assert bigger > budget, (rows, cols, plan)
-    if plan.case >= 3:
-        rows, cols = plan.height // GRID_PIXELS, plan.width // GRID_PIXELS
-        assert abs(cols - rows * width / height) <= 1 + 1e-9 or abs(rows - cols * height / width) <= 1 + 1e-9
-    if has_audio and plan.case < 5:
+    assert plan.reference_fits == (plan.rule == "reference")
+    if has_audio and plan.rule != "shorter_audio":
         assert math.isclose(plan.audio_seconds, min(duration, MAX_AUDIO_SECONDS))
+    if frame_policy == "qwen" and plan.frames < plan.reference_frames:
+        rows, cols = smallest_grid(height, width, policy.min_pixels)
+        audio = video_block_tokens(2, 28, 28, plan.audio_samples) - video_block_tokens(2, 28, 28)
+        assert math.ceil(plan.reference_frames / 2) * rows * cols + 2 + audio > budget, plan

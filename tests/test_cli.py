@@ -50,6 +50,12 @@ def test_plan_json_total_equals_what_the_processor_produces(processor, tmp_path,
         "audio_tokens",
         "total_tokens",
         "budget",
+        "frame_indices",
+        "frame_policy",
+        "reference_fits",
+        "reference_frames",
+        "reference_height",
+        "reference_width",
     ):
         assert key in plan, key
     assert plan["total_tokens"] <= plan["budget"] and len(plan["frame_times"]) == plan["frames"]
@@ -95,7 +101,7 @@ def test_plan_prints_a_readable_summary(tmp_path):
     path = sm.write_video(tmp_path / "long.mp4", width=320, height=240, fps=10.0, duration=20.0)
     result = omni_lmms("plan", str(path), "--max-video-tokens", "2000")
     assert result.returncode == 0, result.stderr
-    assert "case" in result.stdout and "of budget 2000" in result.stdout
+    assert "qwen policy" in result.stdout and "reference" in result.stdout and "of budget 2000" in result.stdout
 
 
 def test_tasks_dir_is_the_folder_of_the_shipped_yamls():

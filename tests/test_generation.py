@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from omni_lmms_plugin import generation as gen
+from omni_lmms_plugin import model_surgery as surgery
+from omni_lmms_plugin import retries
 from omni_lmms_plugin.errors import ConfigError, MediaError
 
 
@@ -43,7 +45,7 @@ def test_grouped_vision_encoding_equals_one_pass(thinker, processor):
         one_pass = thinker.model.get_video_features(pixels, grid, return_dict=True).pooler_output
     original = thinker.model.get_video_features
     try:
-        gen.install_grouped_vision_encoding(thinker, group_frames=4)
+        surgery.install_grouped_vision_encoding(thinker, group_frames=4)
         with torch.inference_mode():
             grouped = thinker.model.get_video_features(pixels, grid).pooler_output
     finally:
@@ -57,7 +59,7 @@ def test_last_position_logits_give_the_same_greedy_answer(thinker, processor):
     batch = _video_inputs(processor)
     params = gen.GenerationParams(max_new_tokens=12)
     full, _ = gen.run_generate(thinker, dict(batch), params, use_audio_in_video=True, tokenizer=processor.tokenizer)
-    handle = gen.install_last_position_logits(thinker)
+    handle = surgery.install_last_position_logits(thinker)
     try:
         with torch.inference_mode():
             logits = thinker(**batch, use_audio_in_video=True).logits
@@ -80,39 +82,71 @@ def test_generation_params_translate_lmms_kwargs_once():
         gen.GenerationParams.from_lmms({"bogus": 1}, 32)
 
 
-def test_out_of_memory_retries_with_a_smaller_budget_then_answers():
+class Staged:
+    """What a test attempt stages: the scale it was asked for, and input tokens proportional to it."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+        self.input_tokens = int(1000 * scale)
+
+    def plan_summary(self) -> list[dict]:
+        return [{"kind": "video", "total_tokens": self.input_tokens}]
+
+    def notes(self) -> list[str]:
+        return []
+
+
+def test_out_of_memory_retries_with_a_smaller_plan_then_answers():
+    """Each retry stages at ``shrink`` times the scale the failed attempt ran at, and its record carries the smaller
+    input. Breaking check: staging every retry at scale 1.0 fails the scale and token assertions."""
     seen = []
 
-    class Result:
-        answer = "A"
-
-    def attempt(a: gen.Attempt):
-        seen.append(a.budget_scale)
+    def run(staged: Staged) -> str:
+        seen.append(staged.scale)
         if len(seen) < 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
-        return Result()
+        return "A"
 
-    outcome = gen.run_with_retries(attempt, oom_retries=3, shrink=0.5)
-    assert outcome.answer == "A" and outcome.failure is None
+    outcome = retries.run_with_retries(Staged, run, oom_retries=3, shrink=0.5)
+    assert outcome.result == "A" and outcome.failure is None
     assert seen == [1.0, 0.5, 0.25]
     assert [a.outcome for a in outcome.attempts] == ["out_of_memory", "out_of_memory", "answered"]
+    assert [a.input_tokens for a in outcome.attempts] == [1000, 500, 250]
+
+
+def test_a_retry_shrinks_from_the_scale_the_attempt_ended_at():
+    """A stage that shrank its own plan (the memory fit) reports that scale; the retry shrinks from there."""
+    seen = []
+
+    def stage(scale: float) -> Staged:
+        seen.append(scale)
+        return Staged(scale * 0.5)
+
+    def run(staged: Staged) -> str:
+        if len(seen) < 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return "A"
+
+    outcome = retries.run_with_retries(stage, run, oom_retries=3, shrink=0.5)
+    assert seen == [1.0, 0.25] and outcome.attempts[0].budget_scale == 0.5
 
 
 def test_out_of_memory_on_every_attempt_is_an_explicit_failure():
-    def attempt(a):
+    def run(staged):
         raise RuntimeError("CUDA error: out of memory")
 
-    outcome = gen.run_with_retries(attempt, oom_retries=2, shrink=0.5)
-    assert outcome.answer is None and "out of memory on all 3 attempts" in outcome.failure
+    outcome = retries.run_with_retries(Staged, run, oom_retries=2, shrink=0.5)
+    assert outcome.result is None and "out of memory on all 3 attempts" in outcome.failure
     assert len(outcome.attempts) == 3
 
 
 def test_media_errors_are_not_retried():
     calls = []
 
-    def attempt(a):
-        calls.append(a)
+    def stage(scale):
+        calls.append(scale)
         raise MediaError("/data/x.mp4", "moov atom not found")
 
-    outcome = gen.run_with_retries(attempt, oom_retries=3, shrink=0.5)
+    outcome = retries.run_with_retries(stage, lambda staged: "A", oom_retries=3, shrink=0.5)
     assert len(calls) == 1 and "x.mp4" in outcome.failure
+    assert outcome.attempts[0].outcome == "failed"

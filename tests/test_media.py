@@ -64,16 +64,20 @@ def keyframe_times(path) -> list[float]:
 
 
 def with_times(plan, times):
-    return dataclasses.replace(plan, frames=len(times), frame_times=tuple(times))
+    return dataclasses.replace(
+        plan, frames=len(times), frame_times=tuple(times), frame_indices=tuple(range(len(times)))
+    )
 
 
 def check_exact(path, loaded):
-    """Every returned frame is the one on screen at its planned time: the last frame with pts <= t."""
+    """Every returned frame is the one on screen half a frame after its planned time: the last frame with
+    pts <= t + 0.5 / source_fps (frame i itself for a planned index i of a constant-rate file)."""
     ref = reference(path)
     ref_times = [seconds for seconds, _ in ref]
     assert loaded.frames.shape == (loaded.plan.frames, loaded.plan.height, loaded.plan.width, 3)
+    half_frame = 0.5 / loaded.plan.source_fps
     for target, frame, seconds in zip(loaded.plan.frame_times, loaded.frames, loaded.frame_times, strict=True):
-        slot = max(bisect.bisect_right(ref_times, target + 1e-6) - 1, 0)
+        slot = max(bisect.bisect_right(ref_times, target + half_frame + 1e-6) - 1, 0)
         expected_time, expected_index = ref[slot]
         assert sm.read_frame_index(frame) == expected_index, f"target {target}"
         assert seconds == pytest.approx(expected_time, abs=1e-6)
@@ -119,7 +123,7 @@ class _NoDecodeContainer:
 @pytest.mark.parametrize("kind", ["mp4", "mkv", "webm"])
 def test_probe_never_decodes(files, kind, monkeypatch):
     real_open = av.open
-    monkeypatch.setattr(media.av, "open", lambda *a, **k: _NoDecodeContainer(real_open(*a, **k)))
+    monkeypatch.setattr(media._container.av, "open", lambda *a, **k: _NoDecodeContainer(real_open(*a, **k)))
     started = time.perf_counter()
     info = media.probe(files[kind])
     assert time.perf_counter() - started < 0.5
@@ -196,11 +200,10 @@ def test_resized_to_exactly_the_planned_size(files):
     check_exact(files["mp4"], loaded)
 
 
-def test_sample_fps_comes_from_real_times(files):
+def test_sample_fps_is_the_reference_rate(files):
+    """The processor's fps is the reference's ``frames / total_frames * video_fps``, the plan's rate."""
     loaded = media.load_video(files["mp4"], budget=BIG, policy=VideoPolicy(fps=2.0))
-    span = loaded.frame_times[-1] - loaded.frame_times[0]
-    assert loaded.sample_fps == pytest.approx((loaded.plan.frames - 1) / span)
-    assert loaded.sample_fps == pytest.approx(2.0, rel=0.05)
+    assert loaded.sample_fps == loaded.plan.sample_fps == pytest.approx(8 / 120 * 30)
 
 
 def test_memory_is_bounded_by_kept_frames(tmp_path):
@@ -235,9 +238,7 @@ def test_keyframe_mode_snaps_to_nearest_keyframes_deterministically(files, kind)
         assert seconds == pytest.approx(nearest, abs=1e-6)
         assert sm.read_frame_index(frame) == ref[min(ref, key=lambda t: abs(t - seconds))]
     assert first.decoded_frames < 30
-    if len(set(first.frame_times)) > 1:
-        span = first.frame_times[-1] - first.frame_times[0]
-        assert first.sample_fps == pytest.approx((plan.frames - 1) / span)
+    assert first.sample_fps == plan.sample_fps
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -397,3 +398,89 @@ def test_import_is_torch_free():
     code = "import sys, omni_lmms_plugin.media, omni_lmms_plugin.synthetic_media; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Rotation, frame counts, image sequences
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def set_display_matrix(path, degrees_clockwise: int):
+    """Write a rotation into the MP4 track header's display matrix (as phones record portrait video), in place.
+    FFmpeg 7 reads it as the frames' display-matrix side data; no ``rotate`` tag is involved."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    box = data.find(b"tkhd")
+    version = data[box + 4]
+    # size/type, version+flags, times and ids, reserved, layer/group/volume/reserved: then the 3x3 matrix.
+    offset = box + 4 + 4 + (32 if version == 1 else 20) + 8 + 8
+    one, minus_one = 0x10000, (-0x10000) & 0xFFFFFFFF
+    a, b, c, d = {90: (0, one, minus_one, 0), 180: (minus_one, 0, 0, minus_one), 270: (0, minus_one, one, 0)}[
+        degrees_clockwise
+    ]
+    data[offset : offset + 36] = struct.pack(">9I", a, b, 0, c, d, 0, 0, 0, 0x40000000)
+    path.write_bytes(data)
+    return path
+
+
+def test_a_portrait_phone_video_is_planned_and_decoded_upright(tmp_path):
+    """A 320x240 landscape-coded clip whose display matrix turns it 90 degrees clockwise: probe reports 240x320, the
+    plan sizes the portrait frame, and the decoded frames are portrait with the marker readable (upright).
+    Breaking check: reading only the legacy ``rotate`` tag (FFmpeg 7 no longer sets it) fails every assertion."""
+    path = set_display_matrix(sm.write_video(tmp_path / "phone.mp4", duration=2.0, width=320, height=240), 90)
+    info = media.probe(path)
+    assert info.rotation == 90 and (info.width, info.height) == (240, 320)
+    assert (info.coded_width, info.coded_height) == (320, 240)
+    loaded = media.load_video(path, budget=BIG)
+    assert loaded.plan.height > loaded.plan.width
+    assert loaded.frames.shape[1:3] == (loaded.plan.height, loaded.plan.width)
+    # Turned back to the coded orientation, each frame carries its index.
+    for frame, index in zip(loaded.frames, loaded.plan.frame_indices, strict=True):
+        assert sm.read_frame_index(np.rot90(frame, k=1)) == index
+
+
+def test_frame_counts_say_where_they_come_from(files):
+    assert media.probe(files["mp4"]).total_frames == 120
+    assert media.probe(files["mp4"]).total_frames_source == "header"
+    mkv = media.probe(files["mkv"])
+    assert mkv.total_frames_source == "duration_x_rate" and mkv.total_frames == 120
+
+
+def test_a_header_claiming_a_giant_frame_is_refused_before_decoding(tmp_path):
+    """A tiny file whose coded size exceeds MAX_CODED_PIXELS is a MediaError naming the size, and nothing is decoded
+    (each decoded frame would be held at that size)."""
+    path = sm.write_video(tmp_path / "big.mkv", duration=0.2, width=8208, height=8192, fps=5, audio=False)
+    with pytest.raises(MediaError, match=r"coded frame size 8208x8192 exceeds"):
+        media.probe(path)
+
+
+def write_frames(folder, count: int, width: int = 96, height: int = 64):
+    from PIL import Image
+
+    folder.mkdir()
+    for index in range(count):
+        Image.fromarray(sm.marked_frame(index, width=width, height=height)).save(folder / f"frame_{index + 1}.png")
+    return folder
+
+
+def test_a_folder_of_frames_is_a_video_sorted_naturally(tmp_path):
+    """``frame_10`` follows ``frame_9`` (natural order), the folder is probed at the stated rate, planned with the
+    reference rule (first and last frame in) and loaded at the planned size."""
+    folder = write_frames(tmp_path / "clip", 24)
+    info = media.probe_frames(folder, fps=3.0)
+    assert (info.total_frames, info.frame_rate, info.width, info.height) == (24, 3.0, 96, 64)
+    assert info.duration == pytest.approx(8.0)
+    plan = media.plan_for(info, BIG, VideoPolicy(fps=2.0))
+    assert plan.frames == 16 and plan.frame_indices[0] == 0 and plan.frame_indices[-1] == 23
+    loaded = media.load_frames(folder, plan)
+    assert loaded.frames.shape == (16, plan.height, plan.width, 3)
+    assert [sm.read_frame_index(frame) for frame in loaded.frames] == list(plan.frame_indices)
+    names = [p.rsplit("/", 1)[-1] for p in media.frames.frame_paths(folder)]
+    assert names[:3] == ["frame_1.png", "frame_2.png", "frame_3.png"] and names[9] == "frame_10.png"
+
+
+def test_an_empty_frame_folder_names_the_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MediaError, match="no frame images"):
+        media.probe_frames(tmp_path / "empty")

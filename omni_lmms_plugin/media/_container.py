@@ -1,0 +1,78 @@
+"""Opening media files with PyAV: the checks and helpers the probe, video and audio modules share."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from fractions import Fraction
+
+import av
+
+from ..errors import DecodeTimeoutError, MediaError
+
+logger = logging.getLogger("omni_lmms_plugin")
+
+# How often (in packets) the decode loops check the deadline.
+DEADLINE_EVERY = 16
+# Decoded frames are allocated at the coded size before they are resized: a header claiming a larger frame than this
+# (an 8192 x 8192 frame is 64 Mpx; 8K UHD is 33 Mpx) is refused before anything is decoded.
+MAX_CODED_PIXELS = 8192 * 8192
+
+
+def check_file(path: str | os.PathLike) -> tuple[str, int]:
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise MediaError(name, "file not found")
+    if not os.path.isfile(name):
+        raise MediaError(name, "not a regular file")
+    size = os.path.getsize(name)
+    if size == 0:
+        raise MediaError(name, "file is empty (0 bytes)")
+    return name, size
+
+
+def open_container(name: str) -> av.container.InputContainer:
+    try:
+        return av.open(name, "r")
+    except av.FFmpegError as exc:
+        raise MediaError(name, f"not a media file FFmpeg can read (truncated or not a video?): {exc}") from exc
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise MediaError(name, f"cannot open: {exc}") from exc
+
+
+def seconds_of(value: int | None, time_base: Fraction | None) -> float | None:
+    if value is None or time_base is None:
+        return None
+    return float(value * time_base)
+
+
+def scan_packets(
+    container, stream, name: str, deadline: float | None = None
+) -> tuple[list[float], float | None, float | None, int]:
+    """Demux (never decode) every packet of ``stream``: keyframe times, first and end time (seconds from the stream's
+    start), packet count."""
+    seconds_per_tick = float(stream.time_base)
+    origin = stream.start_time or 0
+    keys: list[float] = []
+    first = end = None
+    count = 0
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is None:
+                continue
+            count += 1
+            if deadline is not None and count % (DEADLINE_EVERY * 16) == 0 and time.monotonic() > deadline:
+                raise DecodeTimeoutError(name, "scanning packets took longer than decode_timeout")
+            start = (packet.pts - origin) * seconds_per_tick
+            stop = start + (packet.duration or 0) * seconds_per_tick
+            first = start if first is None else min(first, start)
+            end = stop if end is None else max(end, stop)
+            if packet.is_keyframe:
+                keys.append(start)
+    except av.FFmpegError as exc:
+        if count == 0:
+            raise MediaError(name, f"cannot demux packets: {exc}") from exc
+        logger.debug("%s: packet scan stopped early: %s", name, exc)
+    keys.sort()
+    return keys, first, end, count

@@ -1,0 +1,161 @@
+"""Parity with Qwen's own preprocessing: qwen-omni-utils 0.0.9 (``smart_nframes``, ``smart_resize``, ``fetch_video``
+with its decord backend) and the real processor are the oracles.
+
+When the reference plan fits the budget the plugin must feed the model exactly what ``fetch_video`` + the processor
+would: the same frame indices, the same height x width, the same sample fps, hence the same tokens. The resize filter
+differs (swscale bicubic from the decoder's YUV, in C, against torchvision's antialiased bicubic on RGB); the pixel
+difference is measured and bounded here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+# qwen-omni-utils picks its video reader once, at first use: decord, the backend that installs from the registry.
+os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("decord", reason="decord is the reference's video reader (pip install decord)")
+vision_process = pytest.importorskip("qwen_omni_utils.v2_5.vision_process")
+
+from omni_lmms_plugin import synthetic_media as sm  # noqa: E402
+from omni_lmms_plugin.budget import (  # noqa: E402
+    GRID_PIXELS,
+    TokenBudget,
+    VideoPolicy,
+    linspace_indices,
+    reference_frame_count,
+    reference_max_pixels,
+    smart_grid,
+)
+from omni_lmms_plugin.inputs import torch_linspace_indices  # noqa: E402
+from omni_lmms_plugin.media import load_video, plan_for, probe  # noqa: E402
+
+FACTOR = vision_process.SPATIAL_MERGE_SIZE * 14  # fetch_video's image_factor with the default patch size
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    total_frames=st.integers(2, 200_000),
+    video_fps=st.sampled_from([5.0, 12.5, 23.976, 24.0, 25.0, 29.97, 30.0, 59.94, 60.0, 120.0]),
+    fps=st.sampled_from([0.5, 1.0, 2.0, 3.0]),
+    min_frames=st.integers(1, 64),
+    max_frames=st.integers(64, 1024),
+)
+def test_frame_count_equals_smart_nframes(total_frames, video_fps, fps, min_frames, max_frames):
+    policy = VideoPolicy(fps=fps, min_frames=min_frames, max_frames=max_frames, frame_floor=max(min_frames, 128))
+    ele = {"fps": fps, "min_frames": min_frames, "max_frames": min(max_frames, total_frames)}
+    try:
+        expected = vision_process.smart_nframes(ele, total_frames=total_frames, video_fps=video_fps)
+    except ValueError:  # the reference refuses (fewer than 2 frames wanted of a tiny clip)
+        return
+    assert reference_frame_count(total_frames, video_fps, policy) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(total_frames=st.integers(2, 10_000), pairs=st.integers(1, 384))
+def test_pure_index_rule_equals_torch_linspace_up_to_10k_frames(total_frames, pairs):
+    """Exact rational rounding equals torch's float32 linspace below 10k frames; past that, float32 ties differ, so
+    the adapter and preflight pass :func:`torch_linspace_indices` (the reference's own call) to the planner."""
+    count = min(2 * pairs, total_frames - total_frames % 2)
+    reference = tuple(torch.linspace(0, total_frames - 1, count).round().long().tolist())
+    assert linspace_indices(total_frames, count) == reference == torch_linspace_indices(total_frames, count)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    height=st.integers(16, 4320),
+    width=st.integers(16, 7680),
+    frames=st.integers(1, 384).map(lambda pairs: 2 * pairs),
+)
+def test_frame_size_equals_fetch_video_smart_resize(height, width, frames):
+    """The reference size: ``smart_resize`` with fetch_video's per-frame cap ``total_pixels / n * 2`` (its default
+    128k-token ``MODEL_SEQ_LEN``), floored at 1.05 x min_pixels."""
+    if max(height, width) / min(height, width) > 200:
+        return
+    policy = VideoPolicy()
+    min_pixels = vision_process.VIDEO_MIN_TOKEN_NUM * FACTOR**2
+    total_pixels = vision_process.MODEL_SEQ_LEN * FACTOR**2 * 0.9
+    cap = max(
+        min(vision_process.VIDEO_MAX_TOKEN_NUM * FACTOR**2, total_pixels / frames * vision_process.FRAME_FACTOR),
+        int(min_pixels * 1.05),
+    )
+    expected = vision_process.smart_resize(height, width, factor=FACTOR, min_pixels=min_pixels, max_pixels=cap)
+    rows, cols = smart_grid(height, width, policy.min_pixels, reference_max_pixels(frames, policy))
+    assert (rows * GRID_PIXELS, cols * GRID_PIXELS) == expected
+
+
+# Real codecs, each clip short enough that the reference plan fits the 32k context.
+CLIPS = {
+    "h264_aac.mp4": dict(width=640, height=360, fps=30.0, duration=209 / 30),
+    "mpeg4_mp3.mkv": dict(width=480, height=270, fps=25.0, duration=6.0, video_codec="mpeg4", audio_codec="libmp3lame"),
+    "h264_1080p.mp4": dict(width=1920, height=1080, fps=30.0, duration=3.0),
+}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("parity")
+    return {name: sm.write_video(folder / name, **spec) for name, spec in CLIPS.items()}
+
+
+@pytest.mark.parametrize("name", sorted(CLIPS))
+def test_a_fitting_clip_gets_exactly_the_reference_frames_size_rate_and_tokens(clips, processor, name):
+    """Frame indices, size and sample fps from our planner equal fetch_video's metadata on the same file; decoding
+    them yields the very frames it names (each frame carries its index); the processor counts the same tokens for
+    both. Breaking check: centring frame times in their intervals (the old rule) fails the index and decoded-frame
+    assertions."""
+    path = str(clips[name])
+    (video, metadata), sample_fps = vision_process.fetch_video(
+        {"video": path}, return_video_sample_fps=True, return_video_metadata=True
+    )
+    info = probe(path)
+    plan = plan_for(
+        info, TokenBudget(max_model_len=32_768), VideoPolicy(use_audio=False), frame_indices=torch_linspace_indices
+    )
+    assert plan.rule == "reference" and plan.reference_fits
+    assert info.total_frames == metadata["total_num_frames"]
+    assert list(plan.frame_indices) == list(metadata["frames_indices"])
+    assert (plan.height, plan.width) == tuple(video.shape[-2:])
+    assert plan.sample_fps == pytest.approx(sample_fps, rel=1e-9)
+
+    loaded = load_video(path, plan)
+    assert [sm.read_frame_index(frame) for frame in loaded.frames] == list(plan.frame_indices)
+
+    ours = processor(
+        text=["<|VIDEO|>"],
+        videos=[loaded.frames],
+        videos_kwargs={"do_resize": False, "fps": plan.sample_fps},
+        return_tensors="pt",
+    )
+    theirs = processor(text=["<|VIDEO|>"], videos=[video], videos_kwargs={"fps": sample_fps}, return_tensors="pt")
+    assert ours["video_grid_thw"].tolist() == theirs["video_grid_thw"].tolist()
+    assert ours["input_ids"].shape == theirs["input_ids"].shape
+    assert torch.allclose(ours["video_second_per_grid"], theirs["video_second_per_grid"])
+
+    # The resize filters differ; the pixels agree closely. Measured (0..255 levels, mean / p99 / max): H.264 360p
+    # 0.74 / 2 / 6, mpeg4 in Matroska 0.94 / 2 / 17, H.264 1080p 0.66 / 2 / 5.
+    reference = video.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy().astype(np.int16)
+    difference = np.abs(loaded.frames.astype(np.int16) - reference)
+    assert difference.mean() < 1.5, f"{name}: mean |ours - fetch_video| = {difference.mean():.2f} levels"
+    assert np.percentile(difference, 99) <= 4, f"{name}: p99 = {np.percentile(difference, 99)}"
+
+
+def test_the_binding_budget_keeps_the_reference_count_and_lowers_pixels(clips):
+    """On a real file, a budget below the reference plan keeps fetch_video's frame indices and shrinks the size."""
+    path = str(clips["h264_1080p.mp4"])
+    info = probe(path)
+    reference = plan_for(info, 10**6, VideoPolicy(use_audio=False), frame_indices=torch_linspace_indices)
+    budget = reference.total_tokens // 2
+    plan = plan_for(info, budget, VideoPolicy(use_audio=False), frame_indices=torch_linspace_indices)
+    assert plan.rule == "fewer_pixels" and not plan.reference_fits
+    assert plan.frame_indices == reference.frame_indices
+    assert plan.height * plan.width < reference.height * reference.width
+    assert plan.total_tokens <= budget
+    assert math.isclose(plan.sample_fps, reference.sample_fps)
