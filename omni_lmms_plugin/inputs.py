@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .budget import (
     AUDIO_SAMPLE_RATE,
@@ -219,8 +220,6 @@ def build_messages(system_prompt: str | None, items: list[MediaItem], context: s
 
 def _open_image(item: MediaItem) -> Any:
     """An RGB PIL image from a path or a PIL image."""
-    from PIL import Image
-
     if not isinstance(item.source, str):
         return item.source.convert("RGB")
     try:
@@ -267,12 +266,14 @@ class PlannedVideo:
 
 @dataclass(frozen=True)
 class PlannedImage:
-    """An image and the size the processor will give it."""
+    """An image and the size it is fed at: the processor's own size, or (``shrunk``, on a retry) a smaller one that
+    the image is resized to before the processor sees it."""
 
     image: Any
     height: int
     width: int
     tokens: int
+    shrunk: bool = False
 
     def to_record(self) -> dict[str, Any]:
         return {"kind": "image", "height": self.height, "width": self.width, "total_tokens": self.tokens}
@@ -434,9 +435,11 @@ def plan_request(
     for item in items:
         if item.kind == "image":
             image = _open_image(item)
-            limit = max(min_image, int(max_image * scale))
-            height, width, tokens = plan_image(image.size[1], image.size[0], min_pixels=min_image, max_pixels=limit)
-            planned.append(PlannedImage(image, height, width, tokens))
+            height, width, tokens = plan_image(image.size[1], image.size[0], min_pixels=min_image, max_pixels=max_image)
+            if scale < 1.0:  # a retry shrinks the pixels the full plan uses, down to the processor's minimum
+                limit = max(min_image, int(height * width * scale))
+                height, width, tokens = plan_image(image.size[1], image.size[0], min_pixels=min_image, max_pixels=limit)
+            planned.append(PlannedImage(image, height, width, tokens, shrunk=scale < 1.0))
             fixed_tokens += tokens
         elif item.kind == "audio":
             full = _audio_seconds(item, config.decode_timeout)
@@ -562,7 +565,10 @@ def prepare_inputs(processor: Any, request: Request, plan: RequestPlan, config: 
     rates: list[float] = []
     for record, entry in zip(media, plan.planned, strict=True):
         if isinstance(entry, PlannedImage):
-            images.append(entry.image)
+            # A shrunk image is resized here (bicubic, as the processor resizes) to its planned multiple-of-28 size,
+            # which the processor's own resize rule then keeps.
+            shrunk = entry.image.resize((entry.width, entry.height), Image.Resampling.BICUBIC) if entry.shrunk else None
+            images.append(shrunk or entry.image)
         elif isinstance(entry, PlannedAudio):
             audio.append(_waveform(entry, config.decode_timeout))
             audio_sources.append(None)

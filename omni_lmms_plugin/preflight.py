@@ -158,13 +158,14 @@ def _plan_sample(
         row["media"] = [item.kind for item in classify_visuals(request.visuals())]
         plan = planner.plan(request, settings)
     except MediaError as error:
+        probe_times.append((time.perf_counter() - started, error.path))
         return {**row, "status": "unreadable", "path": error.path, "error": error.cause}
     except BudgetError as error:
         return {**row, "status": "does_not_fit_budget", "error": str(error)}
     except Exception as error:  # noqa: BLE001 - reported per sample; the walk goes on
         return {**row, "status": "error", "error": f"{type(error).__name__}: {error}"}
-    finally:
-        probe_times.append((time.perf_counter() - started, f"{request.task}/{request.doc_id}"))
+    sources = ", ".join(str(v.to_record()["path"]) for v in plan.videos)
+    probe_times.append((time.perf_counter() - started, sources or f"{request.task}/{request.doc_id}"))
 
     videos = [
         {

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import NOT_IN_RESUME_KEY
 from .errors import OmniPluginError
 from .memory import GIB
 from .provenance import SampleRecord, is_failure_answer, read_records

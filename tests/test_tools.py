@@ -121,7 +121,7 @@ def test_report_lists_failures_retries_and_degradations_and_drops_duplicate_reco
              "input_tokens": 400, "notes": [], "seconds": 0.1},
         ]  # fmt: skip
         clipped = json.loads(json.dumps(by_doc[3]))
-        clipped["media"][0].update(case=3, reason="budget binds: size reduced to 336x196")
+        clipped["media"][0].update(rule="fewer_pixels", reason="budget binds: size reduced to 336x196")
         clipped["attempts"][0]["notes"] = [
             "plan shrunk 1x before generating: estimated peak above the memory available"
         ]
@@ -133,7 +133,7 @@ def test_report_lists_failures_retries_and_degradations_and_drops_duplicate_reco
     text = summarize(run)
     assert "Failures: 1" in text and "omni_demo/2: out of memory on all 2 attempts" in text
     assert "2 out-of-memory retries" in text
-    assert "omni_demo/3 (answered): " in text and "plan case 3: budget binds: size reduced" in text
+    assert "omni_demo/3 (answered): " in text and "plan fewer_pixels: budget binds: size reduced" in text
     assert "plan shrunk 1x before generating" in text
     assert "4 with provenance (3 duplicate records dropped" in text
     assert load_run(run).record("omni_demo", 0).answer != "stale"
@@ -209,11 +209,22 @@ def test_preflight_plans_every_sample_as_the_run_did_and_lists_an_unreadable_fil
     assert summary["requests"] == 5 and summary["planned"] == 4
     assert [u["doc_id"] for u in summary["unreadable"]] == [4]
     assert "not a media file" in summary["unreadable"][0]["error"]
-    # The planned input tokens are the ones the real run fed the model (same planning code, same processor).
-    run_tokens = {r["doc_id"]: r["tokens"]["input"] for r in provenance(runs["a"])}
-    planned = {row["doc_id"]: row["input_tokens"] for row in report["samples"] if row["status"] == "planned"}
-    assert planned == run_tokens
-    assert summary["clipped"]["samples"] == 0 and summary["plan_cases"] == {"1": 4}
+    # Preflight's plan of every sample is the one the real run executed (one planner, the same processor): the same
+    # input tokens, and per video the same frame indices, size, audio span and rule.
+    def video_view(entry: dict) -> tuple:
+        return (entry["frame_indices"], entry["width"], entry["height"], entry["audio_seconds"], entry["rule"])
+
+    executed = {
+        r["doc_id"]: (r["tokens"]["input"], [video_view(m) for m in r["media"] if m["kind"] == "video"])
+        for r in provenance(runs["a"])
+    }
+    predicted = {
+        row["doc_id"]: (row["input_tokens"], [video_view(v) for v in row["videos"]])
+        for row in report["samples"]
+        if row["status"] == "planned"
+    }
+    assert predicted == executed
+    assert summary["clipped"]["samples"] == 0 and summary["plan_rules"] == {"reference": 4}
     assert summary["memory"]["24"]["do_not_fit"] == 0
     assert summary["memory"]["0.5"]["do_not_fit"] == 4 and summary["memory"]["0.5"]["never_fit"] == 4
     assert {p["path"].rsplit("/", 1)[-1] for p in report["slowest_probes"]} >= {"a.mp4", "b.mkv", "c.webm", "d.mp4"}
@@ -233,5 +244,5 @@ def test_preflight_reports_what_the_budget_clipped(tiny_7b, task_dir, tmp_path):
     clipped = summary["clipped"]
     assert clipped["samples"] == 4 and clipped["tokens_planned"] < clipped["tokens_wanted"]
     worst = clipped["worst"][0]
-    assert worst["planned_tokens"] < worst["wanted_tokens"] and worst["case"] > 1 and worst["reason"]
+    assert worst["planned_tokens"] < worst["wanted_tokens"] and "budget binds" in worst["reason"]
     assert all(row["input_tokens"] - row["prompt_tokens"] <= 300 for row in report["samples"])
