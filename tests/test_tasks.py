@@ -20,7 +20,7 @@ from omni_lmms_plugin.provenance import failure_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS_DIR = ROOT / "tasks"
-LMMS_EVAL = Path(sys.executable).with_name("lmms-eval")
+LMMS_EVAL = [sys.executable, "-m", "lmms_eval"]  # the console script is not on a venv-over-shared-deps PATH
 
 MVBENCH = [f"omni_mvbench_{name}" for name in minidatasets.MVBENCH_SUBTASKS]
 TRACKS = ["perception", "comprehension", "adaptation"]
@@ -310,12 +310,17 @@ def e2e_home(tmp_path_factory):
 
 @pytest.mark.slow
 def test_every_task_runs_end_to_end(e2e_home, task_listing, tmp_path):
+    """Every task and group (the `_av` VideoMMMU group aside: it shares the question-only run) in one CLI run:
+    percent headline scores, the leaderboard breakdowns, failures counted, the modality in the results' task config,
+    delta-knowledge in the VideoMMMU group, and the EgoSchema submission file beside the results."""
     from omni_lmms_plugin.tiny_model import tiny_checkpoint
 
     checkpoint = tiny_checkpoint()
-    tasks = [*GROUPS, *(task for task in SINGLE_TASKS if task not in VIDEOMMMU and task not in MVBENCH)]
+    members = {task for _, names in GROUPS.values() for task in names}
+    groups = [group for group in GROUPS if group != "omni_videommmu_av"]
+    tasks = [*groups, *(task for task in [*SINGLE_TASKS, *SUBMISSION_TASKS] if task not in members)]
     command = [
-        str(LMMS_EVAL),
+        *LMMS_EVAL,
         "--model",
         "qwen2_5_omni_safe",
         "--model_args",
@@ -330,25 +335,52 @@ def test_every_task_runs_end_to_end(e2e_home, task_listing, tmp_path):
         "--limit",
         "3",
     ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=420, env=minidatasets.offline_env(e2e_home))
-    assert run.returncode == 0, run.stderr[-6000:]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=540, env=minidatasets.offline_env(e2e_home))
+    assert run.returncode == 0 and "Error during evaluation" not in run.stderr + run.stdout, run.stderr[-6000:]
     (results_path,) = (tmp_path / "out").rglob("*_results.json")
     report = json.loads(results_path.read_text())
     results = report["results"]
 
-    for task, prefix in SINGLE_TASKS.items():
-        metrics = results[task]
+    ran = [task for task in SINGLE_TASKS if task not in VIDEOMMMU_AV]
+    for task in ran:
+        prefix, metrics = SINGLE_TASKS[task], results[task]
         assert f"{prefix}_acc,none" in metrics and f"{prefix}_answered_acc,none" in metrics, task
         expected_failed = minidatasets.MISSING_VIDEOS.get(task, 0)
         assert metrics["omni_failed,none"] == expected_failed, (task, metrics)
-        assert 0.0 <= metrics[f"{prefix}_acc,none"] <= 1.0
+        assert 0.0 <= metrics[f"{prefix}_acc,none"] <= 100.0
         config = report["configs"][task]
         assert config["dataset_kwargs"]["revision"] == _config_of(task)["dataset_kwargs"]["revision"]
+        audio = config["generation_kwargs"]["omni_use_audio_in_video"]
+        assert audio is (config["metadata"]["modality"] == "frames+audio"), task
         samples = next((tmp_path / "out").rglob(f"*_samples_{task}.jsonl")).read_text().splitlines()
         assert samples and all("omni_failed" in json.loads(line) for line in samples)
-    for group, (prefix, _) in GROUPS.items():
+    for group in groups:
+        prefix = GROUPS[group][0]
         assert results[group]["omni_failed,none"] == 0 and f"{prefix}_acc,none" in results[group]
     assert {f"vinoground_{k}_score,none" for k in ("text", "video", "group")} <= set(results["omni_vinoground"])
+
+    # The leaderboard breakdowns, as metrics of their own.
+    assert {f"videomme_acc_duration_{d},none" for d in ("short", "medium", "long")} <= set(results["omni_videomme"])
+    assert "videomme_acc_task_counting_problem,none" in results["omni_videomme"]
+    assert "worldsense_acc_domain_tech_science,none" in results["omni_worldsense"]
+    assert "longvideobench_acc_duration_15,none" in results["omni_longvideobench_val_v"]
+
+    # Delta-knowledge from the Adaptation track and the question-only run, in the group's results.
+    from omni_lmms_plugin.tasks.videommmu.utils import delta_knowledge
+
+    expected = delta_knowledge(
+        results["omni_videommmu_adaptation"]["videommmu_acc,none"],
+        results[QUESTION_ONLY]["videommmu_question_only_acc,none"],
+    )
+    group_value = results["omni_videommmu"]["videommmu_delta_knowledge,none"]
+    assert group_value == expected or (math.isnan(group_value) and math.isnan(expected))
+
+    # The EgoSchema submission: {video_idx: answer index}, one entry per question, beside the results.
+    (submission_path,) = (tmp_path / "out" / "submissions").glob("omni_egoschema_*.json")
+    submission = json.loads(submission_path.read_text())
+    assert set(submission) == {row["video_idx"] for row in minidatasets.EGOSCHEMA_TEST_ROWS}
+    assert all(isinstance(index, int) and -1 <= index <= 4 for index in submission.values())
+    assert results["omni_egoschema"]["egoschema_submission,none"] == len(submission)
 
     # The failed WorldSense sample is logged with the adapter's reason, and scored as failed, not silently wrong.
     worldsense = [json.loads(line) for line in next((tmp_path / "out").rglob("*_samples_omni_worldsense.jsonl")).open()]
@@ -362,7 +394,7 @@ def task_listing(tmp_path_factory):
     """``lmms-eval --tasks list --include_path tasks/``, started in the background (it indexes every built-in task,
     about a minute) so that it overlaps the end-to-end run."""
     process = subprocess.Popen(
-        [str(LMMS_EVAL), "--tasks", "list", "--include_path", str(TASKS_DIR)],
+        [*LMMS_EVAL, "--tasks", "list", "--include_path", str(TASKS_DIR)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
