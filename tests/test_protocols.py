@@ -119,6 +119,8 @@ def _videomme_docs() -> list[dict]:
 
 
 def test_videomme_scores_equal_the_builtin(home):
+    """Catches a different answer reader (e.g. option-text matching) or a fraction headline."""
+
     reference = builtin("videomme")
     ours, theirs = [], []
     for doc in _videomme_docs():
@@ -209,6 +211,8 @@ def _videommmu_docs() -> list[dict]:
 
 
 def test_videommmu_prompts_equal_the_builtin(home):
+    """Catches the old one-letter post-prompt, a changed preamble, or wrong question-only clip paths."""
+
     reference = builtin("videommmu")
     kwargs = builtin_kwargs("videommmu/_default_template_yaml")
     assert our_kwargs("_omni_videommmu_template") == kwargs
@@ -229,6 +233,8 @@ def test_videommmu_prompts_equal_the_builtin(home):
 
 
 def test_videommmu_scores_equal_the_builtin(home):
+    """Catches a reader that differs on multiple-choice or open answers (e.g. text matching, no 'No Answer Found.')."""
+
     reference = builtin("videommmu")
     ours, theirs = [], []
     for doc in _videommmu_docs():
@@ -279,6 +285,8 @@ WORLDSENSE_RESPONSES = [
 
 
 def test_worldsense_scores_and_prompt_equal_the_builtin(home):
+    """Catches a different reader and an accuracy that counts a repeated question index twice."""
+
     reference = builtin("worldsense")
     ours, theirs = [], []
     for doc in _worldsense_docs():
@@ -311,6 +319,8 @@ MVBENCH_RESPONSES = ["A", "(B) Walks out.", "B. Walks out.", "c", "Walks out.", 
 
 
 def test_mvbench_scores_equal_the_builtin(home):
+    """Catches any scorer other than the built-in's ``mcq_acc`` (option texts and articles read as it does)."""
+
     reference = builtin("mvbench")
     ours, theirs = [], []
     for doc in docs("omni_mvbench"):
@@ -352,6 +362,8 @@ LVB_RESPONSES = ["A", "B", "(C)", "The best answer is D.", "D. A book", "Best op
 
 
 def test_longvideobench_scores_and_prompt_equal_the_builtin(home, lvb_reference):
+    """Catches a changed prompt, option list or reader (the first capital A-E after answer phrases)."""
+
     kwargs = builtin_kwargs("longvideobench/longvideobench_val_v.yaml")
     assert our_kwargs("omni_longvideobench_val_v") == kwargs
     ours, theirs = [], []
@@ -414,6 +426,8 @@ EGOSCHEMA_RESPONSES = [
 
 
 def test_egoschema_scores_and_submission_equal_the_builtin(home):
+    """Catches a different reader or submission entry (key, index) for readable answers."""
+
     reference = builtin("egoschema")
     ours, theirs = [], []
     for doc in docs("omni_egoschema_subset"):
@@ -482,6 +496,8 @@ def vinoground_full(tmp_path_factory):
 
 
 def test_vinoground_scores_equal_the_builtin(vinoground_full, monkeypatch):
+    """Catches a reader other than the first character, and pair scores that differ on the full set."""
+
     root, all_docs = vinoground_full
     monkeypatch.setenv("HF_HOME", str(root))
     reference = builtin("vinoground")
