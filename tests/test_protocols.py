@@ -529,3 +529,42 @@ def test_difference_vinoground_scores_subsets_and_empty_answers(vinoground_full,
     items = [vinoground.vinoground_process_results(doc, [""])["vinoground_text_score"] for doc in all_docs[:2]]
     assert vinoground.vinoground_text_score(items) == 0.0
     assert math.isnan(vinoground.vinoground_video_score(items))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The subtitles module itself
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_subtitles_module_is_pure():
+    """The planner imports it: no torch, no media decoding."""
+    import subprocess
+
+    code = (
+        "import sys, omni_lmms_plugin.subtitles; assert not {'torch', 'av', 'cv2'} & set(sys.modules), 'heavy import'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_subtitle_inputs_are_checked(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"Invalid subtitle style \('vtt'\)\. Supported values are videomme, longvideobench"
+    ):
+        SubtitleTrack("a.vtt", style="vtt")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="SubtitleTrack.path is empty"):
+        SubtitleTrack("")
+    path = tmp_path / "a.srt"
+    path.write_text(_srt([(0.0, 1.0)]), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"video_duration=-1 s is negative"):
+        render_subtitles(SubtitleTrack(str(path)), [0.0], -1)
+    with pytest.raises(ValueError, match=r"frame_rate=0 is not positive"):
+        render_subtitles(SubtitleTrack(str(path)), [0.0], 1.0, frame_rate=0)
+
+
+def test_no_sampled_frame_under_a_cue_gives_no_text(tmp_path):
+    """A cue is half-open, [start, end): a frame at its end belongs to the next one."""
+    path = tmp_path / "a.srt"
+    path.write_text(_srt([(0.0, 1.0), (1.5, 2.0)]), encoding="utf-8")
+    assert render_subtitles(SubtitleTrack(str(path)), [1.0, 1.2], 2.0) == ("", [])
+    text, (cue,) = render_subtitles(SubtitleTrack(str(path)), [0.0, 1.0], 2.0)
+    assert text == "Line 0 is spoken." and (cue.start, cue.end) == (0.0, 1.0)
