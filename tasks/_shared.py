@@ -96,11 +96,13 @@ def response_text(results: Sequence[Any]) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def score_item(response: str, correct: bool, *, uid: Any, **extra: Any) -> dict[str, Any]:
-    """The per-sample record every accuracy aggregates: ``score`` 100.0/0.0 (a failed sample scores 0.0), ``failed``,
-    ``uid`` (the question's id; a repeated id counts once) and ``extra`` (answer, parsed prediction, categories)."""
+def score_item(response: str, correct: bool, *, uid: Any = None, **extra: Any) -> dict[str, Any]:
+    """The per-sample record every accuracy aggregates: ``score`` 100.0/0.0 (a failed sample scores 0.0), ``failed``
+    and ``extra`` (ids, answer, parsed prediction). ``uid``, given only where the reference scores each question id
+    once (WorldSense's ``index``), makes a repeated id count once."""
     failed = is_failure_answer(response)
-    return {"score": 0.0 if failed else 100.0 * bool(correct), "failed": failed, "uid": uid, **extra}
+    item = {"score": 0.0 if failed else 100.0 * bool(correct), "failed": failed, **extra}
+    return item if uid is None else {**item, "uid": uid}
 
 
 def _slug(value: Any) -> str:
@@ -139,13 +141,15 @@ def sample_results(
 
 
 def _unique(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Items with a repeated ``uid`` dropped (the first one counts), as WorldSense's reference aggregation does."""
+    """Items with a repeated ``uid`` dropped (the first one counts), as WorldSense's reference aggregation does;
+    items without a ``uid`` all count."""
     seen: set[Any] = set()
     kept = []
     for item in items:
-        if item.get("uid") in seen:
-            continue
-        seen.add(item.get("uid"))
+        if "uid" in item:
+            if item["uid"] in seen:
+                continue
+            seen.add(item["uid"])
         kept.append(item)
     return kept
 
@@ -156,7 +160,7 @@ def _mean(values: list[float]) -> float:
 
 def accuracy(items: list[dict[str, Any]]) -> float:
     """Accuracy in percent over every question: a failed sample counts as wrong (its failure is counted in
-    ``omni_failed``); a repeated question id counts once. NaN for no sample."""
+    ``omni_failed``); a repeated ``uid`` counts once. NaN for no sample."""
     items = _unique(items)
     value = _mean([item.get("score", 0.0) for item in items])
     failed = sum(1 for item in items if item.get("failed"))

@@ -128,7 +128,7 @@ def test_videomme_scores_equal_the_builtin(home):
             mine = videomme.videomme_process_results(doc, [response])["videomme_acc"]
             their = reference.videomme_process_results(doc, [response])["videomme_perception_score"]
             assert fraction(mine) == their["score"], (doc["answer"], response)
-            ours.append({**mine, "uid": (doc["question_id"], response)})
+            ours.append(mine)
             theirs.append(their)
     assert shared.accuracy(ours) == pytest.approx(reference.videomme_aggregate_results(theirs))
 
@@ -243,7 +243,7 @@ def test_videommmu_scores_equal_the_builtin(home):
             mine = videommmu.videommmu_process_results(doc, [response])["videommmu_acc"]
             their = reference.videommmu_process_results(doc, [response])["mmmu_acc"]
             assert fraction(mine) == reference.evaluate_videommmu([their])[1]["acc"], (doc["id"], response)
-            ours.append({**mine, "uid": (doc["id"], response)})
+            ours.append(mine)
             theirs.append(their)
     assert shared.accuracy(ours) / 100 == pytest.approx(reference.videommmu_aggregate_results(theirs), abs=1e-5)
 
@@ -257,7 +257,7 @@ def test_difference_videommmu_counts_an_empty_open_answer_as_wrong(home):
     empty = reference.videommmu_process_results(doc, [""])["mmmu_acc"]
     assert reference.videommmu_aggregate_results([right, empty]) == 1.0
     ours = [videommmu.videommmu_process_results(doc, [r])["videommmu_acc"] for r in ("2", "")]
-    assert shared.accuracy([{**ours[0], "uid": 1}, {**ours[1], "uid": 2}]) == 50.0
+    assert shared.accuracy(ours) == 50.0
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -330,7 +330,7 @@ def test_mvbench_scores_equal_the_builtin(home):
                 mine = mvbench.mvbench_process_results(question, [response])["mvbench_acc"]
                 their = reference.mvbench_process_results(question, [response])["mvbench_accuracy"]
                 assert fraction(mine) == their["score"], (answer, response)
-                ours.append({**mine, "uid": (answer, response)})
+                ours.append(mine)
                 theirs.append(their)
     assert shared.accuracy(ours) == pytest.approx(reference.mvbench_aggregate_results(theirs))
 
@@ -341,7 +341,7 @@ def test_difference_mvbench_counts_an_empty_answer(home):
     doc = docs("omni_mvbench")[0]
     theirs = [reference.mvbench_process_results(doc, [r])["mvbench_accuracy"] for r in ("B", "")]
     assert reference.mvbench_aggregate_results(theirs) == 100.0
-    ours = [{**mvbench.mvbench_process_results(doc, [r])["mvbench_acc"], "uid": r} for r in ("B", "")]
+    ours = [mvbench.mvbench_process_results(doc, [r])["mvbench_acc"] for r in ("B", "")]
     assert shared.accuracy(ours) == 50.0
 
 
@@ -378,7 +378,7 @@ def test_longvideobench_scores_and_prompt_equal_the_builtin(home, lvb_reference)
                 mine = longvideobench.longvideobench_process_results(question, [response])["longvideobench_acc"]
                 their = lvb_reference.longvideobench_process_results(question, [response])["lvb_acc"]
                 assert fraction(mine) == float(their["parsed_pred"] == their["answer"]), (correct, response)
-                ours.append({**mine, "uid": (question["id"], response)})
+                ours.append(mine)
                 theirs.append({**their, "id": (question["id"], response)})
     assert shared.accuracy(ours) / 100 == pytest.approx(
         lvb_reference.longvideobench_aggregate_results(theirs), abs=1e-5
@@ -439,7 +439,7 @@ def test_egoschema_scores_and_submission_equal_the_builtin(home):
                 assert fraction(mine) == float(str(their["score"]["ground_truth"]) == str(their["score"]["pred"]))
                 submission = egoschema.egoschema_process_results_submission(question, [response])
                 assert submission["egoschema_submission"] == their["submission"], response
-                ours.append({**mine, "uid": (question["video_idx"], response)})
+                ours.append(mine)
                 theirs.append(their["score"])
     assert shared.accuracy(ours) / 100 == pytest.approx(reference.egoschema_aggregate_score(theirs, None))
 

@@ -173,9 +173,9 @@ FAILED = failure_answer("MediaError: /x.mp4: file not found")
 
 
 def test_accuracies_are_percent_count_failures_as_wrong_and_report_them():
-    items = [shared.score_item("B", True, uid=1), shared.score_item("C", False, uid=2)]
-    items.append(shared.score_item(FAILED, True, uid=3))
-    assert items[2] == {"score": 0.0, "failed": True, "uid": 3}
+    items = [shared.score_item("B", True), shared.score_item("C", False)]
+    items.append(shared.score_item(FAILED, True, doc_id=3))
+    assert items[2] == {"score": 0.0, "failed": True, "doc_id": 3}
     assert shared.accuracy(items) == pytest.approx(100 / 3)
     assert shared.answered_accuracy(items) == pytest.approx(50.0)
     assert shared.failed_count([0, 0, 1]) == 1
@@ -183,17 +183,19 @@ def test_accuracies_are_percent_count_failures_as_wrong_and_report_them():
 
 
 def test_a_repeated_question_counts_once():
-    """WorldSense's reference keys scores by question `index`: a duplicated row must not weigh twice. Catches an
-    accuracy that averages every item."""
+    """WorldSense's reference keys scores by question `index`: a duplicated row must not weigh twice; items without
+    a `uid` (the other benchmarks, whose references do not deduplicate) all count. Catches an accuracy that averages
+    every item, or one that merges items without an id."""
     items = [shared.score_item("A", True, uid="q1"), shared.score_item("A", True, uid="q1")]
     items.append(shared.score_item("B", False, uid="q2"))
     assert shared.accuracy(items) == 50.0
     assert shared.answered_accuracy(items) == 50.0
+    assert shared.accuracy([shared.score_item("A", True), shared.score_item("A", False)]) == 50.0
 
 
 def test_aggregations_accept_empty_and_all_failed_runs():
     assert math.isnan(shared.accuracy([]))
-    assert math.isnan(shared.answered_accuracy([shared.score_item(FAILED, False, uid=0)]))
+    assert math.isnan(shared.answered_accuracy([shared.score_item(FAILED, False)]))
     assert shared.failed_count([]) == 0
 
 

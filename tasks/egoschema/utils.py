@@ -58,7 +58,7 @@ def egoschema_process_results(doc: dict[str, Any], results: Sequence[Any]) -> di
     response = response_text(results)
     index = answer_index(response, doc["option"])
     item = score_item(
-        response, str(doc["answer"]) == str(index), uid=doc["video_idx"], answer=doc["answer"], pred=index
+        response, str(doc["answer"]) == str(index), video_idx=doc["video_idx"], answer=doc["answer"], pred=index
     )
     return sample_results("egoschema", item)
 

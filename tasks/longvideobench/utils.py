@@ -101,5 +101,5 @@ def longvideobench_process_results(doc: dict[str, Any], results: Sequence[Any]) 
     response = response_text(results)
     parsed = parse_answer(response)
     truth = "ABCDE"[int(doc["correct_choice"])]
-    item = score_item(response, parsed == truth, uid=doc["id"], answer=truth, parsed_pred=parsed)
+    item = score_item(response, parsed == truth, id=doc["id"], answer=truth, parsed_pred=parsed)
     return sample_results("longvideobench", item, {"duration": doc["duration_group"]})

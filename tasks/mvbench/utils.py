@@ -20,5 +20,5 @@ def mvbench_process_results(doc: dict[str, Any], results: Sequence[Any]) -> dict
     response = response_text(results)
     truth = next((LETTERS[i] for i, candidate in enumerate(doc["candidates"]) if candidate == doc["answer"]), "")
     correct = bool(truth) and bool(mcq_acc(truth, response))
-    item = score_item(response, correct, uid=doc["video"] + "\n" + doc["question"], answer=truth, pred=response)
+    item = score_item(response, correct, answer=truth, pred=response)
     return sample_results("mvbench", item)

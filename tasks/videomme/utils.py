@@ -132,7 +132,7 @@ def videomme_process_results(doc: dict[str, Any], results: Sequence[Any]) -> dic
     item = score_item(
         response,
         parsed.lower() == str(doc["answer"]).lower(),
-        uid=doc["question_id"],
+        question_id=doc["question_id"],
         videoID=doc["videoID"],
         answer=doc["answer"],
         parsed_pred=parsed,

@@ -131,7 +131,7 @@ def _correct(doc: dict[str, Any], response: str) -> tuple[bool, Any]:
 def _item(doc: dict[str, Any], response: str) -> dict[str, Any]:
     correct, parsed = _correct(doc, response)
     return score_item(
-        response, correct, uid=doc["id"], answer=doc["answer"], question_type=doc["question_type"], parsed_pred=parsed
+        response, correct, id=doc["id"], answer=doc["answer"], question_type=doc["question_type"], parsed_pred=parsed
     )
 
 

@@ -69,7 +69,7 @@ def vinoground_process_results(doc: dict[str, Any], results: Sequence[Any]) -> d
     item = score_item(
         response,
         bool(response) and response[0].lower() == truth.lower(),
-        uid=doc["index"],
+        index=doc["index"],
         pair=idx.split("_")[0],
         side=idx.split("_")[1],
         question_type=question_type,
