@@ -13,8 +13,9 @@
 
 Each benchmark has 2-3 docs. Some are built to exercise the tasks' edge cases: Video-MME videos with ``.MP4`` and
 ``.mkv`` suffixes and one subtitle file; a WorldSense doc whose video is missing (the adapter must fail that sample
-and the task must count it in ``omni_failed``); a VideoMMMU open-ended question; a Vinoground run holding one complete
-text pair and half a video pair.
+and the task must count it in ``omni_failed``); a VideoMMMU open-ended question and the question-only clips; a
+Vinoground run holding one complete text pair and half a video pair; LongVideoBench subtitles in both JSON forms; the
+EgoSchema full test with its answers hidden.
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ def _videommmu_media(home: Path) -> None:
         for row in _videommmu_rows(track):
             subject = "_".join(row["id"].split("_")[1:-1])
             _write_video(home / "video_mmmu" / _VIDEOMMMU_FOLDER[subject] / f"{row['id']}.mp4")
+    for row in _videommmu_rows("Adaptation"):  # the question image alone, for the question-only run
+        _write_video(home / "video_mmmu" / "question_only" / f"{row['id']}_image.mp4", audio=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -314,9 +317,19 @@ _LVB_ROWS = [
 ]
 
 
+# Both subtitle JSON forms the reference reads: [start, end] timestamps and clock strings.
+LVB_SUBTITLES = [
+    [{"timestamp": [0.0, 0.9], "text": "The square is red."}, {"timestamp": [1.0, None], "text": "Now a tone."}],
+    [{"start": "00:00:00.2", "end": "00:00:01.5", "line": "A green square appears."}],
+]
+
+
 def _lvb_media(home: Path) -> None:
-    for row in _LVB_ROWS:
-        _write_video(home / "datasets" / "longvideobench" / "videos" / row["video_path"], audio=False)
+    root = home / "datasets" / "longvideobench"
+    (root / "subtitles").mkdir(parents=True, exist_ok=True)
+    for row, subtitles in zip(_LVB_ROWS, LVB_SUBTITLES, strict=True):
+        _write_video(root / "videos" / row["video_path"], audio=False)
+        (root / "subtitles" / row["subtitle_path"]).write_text(json.dumps(subtitles), encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -342,6 +355,10 @@ _EGOSCHEMA_ROWS = [
     }
     for i, video in enumerate(("001934bb-81bd-4cd8-a574-0472ef3f6678", "00b9a0de-c59e-49cb-a127-6081e2fb8c8e"))
 ]
+
+
+# The full test (config GENERATION): answers hidden, as on the hub. Its videos are the Subset's.
+EGOSCHEMA_TEST_ROWS = [{**row, "question_idx": str(i + 10), "answer": ""} for i, row in enumerate(_EGOSCHEMA_ROWS)]
 
 
 def _egoschema_media(home: Path) -> None:
@@ -398,6 +415,11 @@ BENCHMARKS: dict[str, list[Benchmark]] = {
     ],
     "omni_egoschema_subset": [
         Benchmark("lmms-eval/egoschema", "Subset", "test", _EGOSCHEMA_FEATURES, _EGOSCHEMA_ROWS, _egoschema_media)
+    ],
+    "omni_egoschema": [
+        Benchmark(
+            "lmms-eval/egoschema", "GENERATION", "test", _EGOSCHEMA_FEATURES, EGOSCHEMA_TEST_ROWS, _egoschema_media
+        )
     ],
 }
 

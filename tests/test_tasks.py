@@ -13,31 +13,59 @@ from pathlib import Path
 
 import minidatasets  # tests/ is on sys.path under pytest
 import pytest
-from omni_lmms_plugin.tasks import _common as common
+from omni_lmms_plugin.tasks import _shared as shared
 
 from omni_lmms_plugin.config import split_generation_kwargs
 from omni_lmms_plugin.provenance import failure_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS_DIR = ROOT / "tasks"
-LMMS_EVAL = Path(sys.executable).with_name("lmms-eval")
+LMMS_EVAL = [sys.executable, "-m", "lmms_eval"]  # the console script is not on a venv-over-shared-deps PATH
 
 MVBENCH = [f"omni_mvbench_{name}" for name in minidatasets.MVBENCH_SUBTASKS]
-VIDEOMMMU = ["omni_videommmu_perception", "omni_videommmu_comprehension", "omni_videommmu_adaptation"]
+TRACKS = ["perception", "comprehension", "adaptation"]
+VIDEOMMMU = [f"omni_videommmu_{track}" for track in TRACKS]
+VIDEOMMMU_AV = [f"omni_videommmu_{track}_av" for track in TRACKS]
+QUESTION_ONLY = "omni_videommmu_adaptation_question_only"
 SINGLE_TASKS = {
     # task: its accuracy metric prefix
     "omni_vinoground": "vinoground",
     "omni_videomme": "videomme",
+    "omni_videomme_av": "videomme",
     "omni_videomme_w_subtitle": "videomme",
     "omni_worldsense": "worldsense",
     "omni_longvideobench_val_v": "longvideobench",
+    "omni_longvideobench_val_v_av": "longvideobench",
+    "omni_longvideobench_val_sub": "longvideobench",
     "omni_egoschema_subset": "egoschema",
-    **{name: "videommmu" for name in VIDEOMMMU},
+    QUESTION_ONLY: "videommmu_question_only",
+    **{name: "videommmu" for name in VIDEOMMMU + VIDEOMMMU_AV},
     **{name: "mvbench" for name in MVBENCH},
 }
-GROUPS = {"omni_videommmu": ("videommmu", VIDEOMMMU), "omni_mvbench": ("mvbench", MVBENCH)}
-ALL_NAMES = set(SINGLE_TASKS) | set(GROUPS)
+SUBMISSION_TASKS = {"omni_egoschema"}
+GROUPS = {
+    "omni_videommmu": ("videommmu", [*VIDEOMMMU, QUESTION_ONLY]),
+    "omni_videommmu_av": ("videommmu", [*VIDEOMMMU_AV, QUESTION_ONLY]),
+    "omni_mvbench": ("mvbench", MVBENCH),
+}
+ALL_NAMES = set(SINGLE_TASKS) | SUBMISSION_TASKS | set(GROUPS)
 TASK_YAMLS = sorted(p for p in TASKS_DIR.rglob("*.yaml") if not p.name.startswith("_"))
+# The modality of each task: frames-only where the leaderboard's protocol is, `_av` variants beside them.
+MODALITY = {
+    "omni_videomme": "frames",
+    "omni_videomme_av": "frames+audio",
+    "omni_videomme_w_subtitle": "frames+subtitles",
+    "omni_videommmu_perception": "frames",
+    "omni_videommmu_perception_av": "frames+audio",
+    "omni_videommmu_adaptation_av": "frames+audio",
+    "omni_longvideobench_val_v": "frames",
+    "omni_longvideobench_val_v_av": "frames+audio",
+    "omni_longvideobench_val_sub": "frames+subtitles",
+    "omni_worldsense": "frames+audio",
+    "omni_egoschema": "frames",
+    "omni_mvbench_action_count": "frames",
+    "omni_vinoground": "frames",
+}
 
 
 def _load(path: Path) -> dict:
@@ -60,37 +88,54 @@ def test_every_yaml_loads_with_its_functions(path):
     config = _load(path)
     if isinstance(config.get("task"), list):  # a group
         assert config["group"] in GROUPS
+        prefix, members = GROUPS[config["group"]]
         metrics = {entry["metric"] for entry in config["aggregate_metric_list"]}
-        assert metrics == {GROUPS[config["group"]][0] + "_acc", "omni_failed"}
-        assert sorted(config["task"]) == sorted(GROUPS[config["group"]][1])
+        assert {prefix + "_acc", "omni_failed"} <= metrics
+        assert sorted(config["task"]) == sorted(members)
         return
     name = config["task"]
-    assert name in SINGLE_TASKS, f"{path} defines an unexpected task {name}"
-    prefix = SINGLE_TASKS[name]
+    assert name in SINGLE_TASKS or name in SUBMISSION_TASKS, f"{path} defines an unexpected task {name}"
     assert config["dataset_kwargs"]["video"] is True and config["dataset_kwargs"]["cache_dir"]
-    assert config["dataset_kwargs"]["revision"], "every task pins a dataset revision (shown in the results JSON)"
+    revision = config["dataset_kwargs"]["revision"]
+    assert re.fullmatch(r"[0-9a-f]{40}", revision) or config["metadata"]["dataset_revision"] == "floating", (
+        f"{name}: revision {revision!r} is neither a commit nor documented as floating"
+    )
     for key in ("doc_to_visual", "doc_to_text", "process_results"):
         assert callable(config[key]), f"{name}: {key} is not a function"
     metrics = {entry["metric"]: entry for entry in config["metric_list"]}
-    assert {f"{prefix}_acc", f"{prefix}_answered_acc", "omni_failed"} <= set(metrics)
-    assert metrics["omni_failed"]["aggregation"] is common.failed_count
+    assert metrics["omni_failed"]["aggregation"] is shared.failed_count
     assert metrics["omni_failed"]["higher_is_better"] is False
+    if name in SINGLE_TASKS:
+        prefix = SINGLE_TASKS[name]
+        assert {f"{prefix}_acc", f"{prefix}_answered_acc"} <= set(metrics)
+        assert metrics[f"{prefix}_acc"]["aggregation"] is shared.accuracy
     generation, overrides = split_generation_kwargs(config["generation_kwargs"])
-    assert generation["do_sample"] is False and generation["temperature"] == 0
-    assert generation["max_new_tokens"] <= 64 and generation["until"]
+    assert generation["do_sample"] is False and generation["temperature"] == 0 and generation["until"]
     assert overrides.fps and overrides.max_frames and overrides.use_audio_in_video in ("true", "false")
+    expected_audio = "true" if config["metadata"]["modality"] == "frames+audio" else "false"
+    assert overrides.use_audio_in_video == expected_audio, f"{name}: modality and audio flag disagree"
 
 
-def test_audio_goes_in_where_the_benchmark_is_about_sound():
-    audio = {
-        name: split_generation_kwargs(_config_of(name)["generation_kwargs"])[1].use_audio_in_video
-        for name in ("omni_worldsense", "omni_videomme", "omni_videomme_w_subtitle", "omni_mvbench_action_count")
+def test_the_modality_is_part_of_each_task_identity():
+    """Frames only where the leaderboard is, an `_av` variant beside Video-MME, VideoMMMU and LongVideoBench, and
+    WorldSense audio-visual; the audio flag travels in generation_kwargs, so the results' task config shows it."""
+    modality = {name: _config_of(name)["metadata"]["modality"] for name in MODALITY}
+    assert modality == MODALITY
+    assert all(
+        name.endswith("_av") for name, value in modality.items() if value == "frames+audio" and "world" not in name
+    )
+
+
+def test_answer_lengths_follow_the_references():
+    lengths = {
+        name: _config_of(name)["generation_kwargs"]["max_new_tokens"]
+        for name in ("omni_videommmu_adaptation", "omni_videommmu_perception", "omni_videomme", "omni_vinoground")
     }
-    assert audio == {
-        "omni_worldsense": "true",
-        "omni_videomme": "true",
-        "omni_videomme_w_subtitle": "true",
-        "omni_mvbench_action_count": "false",
+    assert lengths == {
+        "omni_videommmu_adaptation": 1024,
+        "omni_videommmu_perception": 1024,
+        "omni_videomme": 16,
+        "omni_vinoground": 16,
     }
 
 
@@ -111,6 +156,15 @@ def test_no_builtin_task_shadows_ours():
     assert not ALL_NAMES & names
 
 
+def test_each_benchmark_keeps_its_functions_in_a_utils_py_beside_its_yamls():
+    """No dotted paths into a shared task module: each YAML names `utils.<f>`, lmms-eval's built-ins or `_shared`."""
+    for path in TASKS_DIR.rglob("*.yaml"):
+        for target in re.findall(r"!function\s+(\S+)", path.read_text()):
+            assert target.startswith(("utils.", "lmms_eval.tasks.", "omni_lmms_plugin.tasks._shared.")), (path, target)
+            if target.startswith("utils."):
+                assert (path.parent / "utils.py").exists()
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Scoring
 # ----------------------------------------------------------------------------------------------------------------------
@@ -118,46 +172,42 @@ def test_no_builtin_task_shadows_ours():
 FAILED = failure_answer("MediaError: /x.mp4: file not found")
 
 
-@pytest.mark.parametrize(
-    ("response", "options", "expected"),
-    [
-        ("B", ["x", "y", "z"], "B"),
-        ("(C) the third", ["x", "y", "z"], "C"),
-        ("The answer is A.", ["x", "y", "z"], "A"),
-        ("walks out", ["Sits down.", "Walks out.", "Closes the door."], "B"),  # the option's text
-        ("Breaks a box.", ["Opens a box.", "Closes a box.", "Breaks a box."], "C"),  # not the B of "Breaks"
-        ("B. Two.", ["A. One.", "B. Two.", "C. Three."], "B"),
-        ("I think it shows two people: Two.", ["A. One.", "B. Two.", "C. Three."], "B"),
-        ("", ["x", "y"], ""),
-        (FAILED, ["x", "y"], ""),
-    ],
-)
-def test_parse_choice(response, options, expected):
-    assert common.parse_choice(response, options) == expected
+def test_accuracies_are_percent_count_failures_as_wrong_and_report_them():
+    items = [shared.score_item("B", True), shared.score_item("C", False)]
+    items.append(shared.score_item(FAILED, True, doc_id=3))
+    assert items[2] == {"score": 0.0, "failed": True, "doc_id": 3}
+    assert shared.accuracy(items) == pytest.approx(100 / 3)
+    assert shared.answered_accuracy(items) == pytest.approx(50.0)
+    assert shared.failed_count([0, 0, 1]) == 1
+    assert shared.sum_subtask_counts([1, 0, 2], [3, 3, 3], True) == 3
 
 
-def test_accuracies_count_failures_as_wrong_and_report_them():
-    items = [common.score_item("B", True), common.score_item("C", False), common.score_item(FAILED, True)]
-    assert items[2] == {"score": 0.0, "failed": True}
-    assert common.accuracy(items) == pytest.approx(1 / 3)
-    assert common.answered_accuracy(items) == pytest.approx(1 / 2)
-    assert common.failed_count([0, 0, 1]) == 1
-    assert common.sum_subtask_counts([1, 0, 2], [3, 3, 3], True) == 3
+def test_a_repeated_question_counts_once():
+    """WorldSense's reference keys scores by question `index`: a duplicated row must not weigh twice; items without
+    a `uid` (the other benchmarks, whose references do not deduplicate) all count. Catches an accuracy that averages
+    every item, or one that merges items without an id."""
+    items = [shared.score_item("A", True, uid="q1"), shared.score_item("A", True, uid="q1")]
+    items.append(shared.score_item("B", False, uid="q2"))
+    assert shared.accuracy(items) == 50.0
+    assert shared.answered_accuracy(items) == 50.0
+    assert shared.accuracy([shared.score_item("A", True), shared.score_item("A", False)]) == 50.0
 
 
 def test_aggregations_accept_empty_and_all_failed_runs():
-    assert math.isnan(common.accuracy([]))
-    assert math.isnan(common.answered_accuracy([common.score_item(FAILED, False)]))
-    assert common.failed_count([]) == 0
+    assert math.isnan(shared.accuracy([]))
+    assert math.isnan(shared.answered_accuracy([shared.score_item(FAILED, False)]))
+    assert shared.failed_count([]) == 0
 
 
 def test_the_answered_item_of_a_failed_sample_has_no_score():
     """lmms-eval computes the CLT standard error from items' ``score``: the answered accuracy's excludes failures."""
-    doc = {"index": "ws_0", "candidates": ["A. a", "B. b"], "answer": "B"}
-    doc |= {"task_type": "t", "task_domain": "d", "duration": "<1min", "audio_class": ["Event"]}
-    result = common.worldsense_process_results(doc, [FAILED])
+    from omni_lmms_plugin.tasks.worldsense import utils
+
+    doc = {"index": "ws_0", "candidates": ["A. a", "B. b"], "answer": "B", "task_domain": "Music"}
+    result = utils.worldsense_process_results(doc, [FAILED])
     assert result["omni_failed"] == 1 and result["worldsense_acc"]["score"] == 0.0
     assert "score" not in result["worldsense_answered_acc"]
+    assert result["worldsense_acc_domain_music"] is result["worldsense_acc"]
 
 
 def _vino(index: str, score: float, failed: bool = False) -> dict:
@@ -166,38 +216,49 @@ def _vino(index: str, score: float, failed: bool = False) -> dict:
 
 
 def test_vinoground_pair_scores_on_subsets():
-    items = [_vino("0_pos_text", 1), _vino("0_neg_text", 1), _vino("1_pos_text", 1), _vino("1_neg_text", 0)]
-    items += [_vino("0_pos_video", 1)]  # half a video pair: left out of the video and group scores
-    assert common.vinoground_text_score(items) == 0.5
-    assert math.isnan(common.vinoground_video_score(items))
-    assert math.isnan(common.vinoground_group_score(items))
+    from omni_lmms_plugin.tasks.vinoground import utils
+
+    items = [_vino("0_pos_text", 100), _vino("0_neg_text", 100), _vino("1_pos_text", 100), _vino("1_neg_text", 0)]
+    items += [_vino("0_pos_video", 100)]  # half a video pair: left out of the video and group scores
+    assert utils.vinoground_text_score(items) == 50.0
+    assert math.isnan(utils.vinoground_video_score(items))
+    assert math.isnan(utils.vinoground_group_score(items))
     items += [_vino("0_neg_video", 0.0, failed=True)]
-    assert common.vinoground_video_score(items) == 0.0
-    assert common.vinoground_group_score(items) == 0.0
-
-
-def test_srt_lines_drop_numbers_times_and_markup(tmp_path):
-    path = tmp_path / "a.srt"
-    path.write_text(minidatasets._SRT + "\n3\n00:00:02,000 --> 00:00:03,000\nTwo people will join us.\n")
-    assert common.srt_lines(str(path)) == ["Welcome to the history lesson.", "Two people will join us."]
+    assert utils.vinoground_video_score(items) == 0.0
+    assert utils.vinoground_group_score(items) == 0.0
 
 
 def test_a_missing_video_is_returned_for_the_adapter_to_fail(tmp_path, monkeypatch):
     """No sys.exit, no exception, no [] (which would make a video question text-only)."""
+    from omni_lmms_plugin.tasks.videomme import utils as videomme
+    from omni_lmms_plugin.tasks.videommmu import utils as videommmu
+
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    assert common.videommmu_doc_to_visual({"id": "test_Art_Theory_7"}) == [
+    assert videommmu.videommmu_doc_to_visual({"id": "test_Art_Theory_7"}) == [
         str(tmp_path / "video_mmmu" / "Art" / "test_Art_Theory_7.mp4")
     ]
-    assert common.videomme_doc_to_visual({"videoID": "abc"}) == [str(tmp_path / "videomme" / "data" / "abc.mp4")]
+    assert videomme.videomme_doc_to_visual({"videoID": "abc"}) == [str(tmp_path / "videomme" / "data" / "abc.mp4")]
     (tmp_path / "videomme" / "data").mkdir(parents=True)
     (tmp_path / "videomme" / "data" / "abc.mkv").write_bytes(b"x")
-    assert common.videomme_doc_to_visual({"videoID": "abc"}) == [str(tmp_path / "videomme" / "data" / "abc.mkv")]
+    assert videomme.videomme_doc_to_visual({"videoID": "abc"}) == [str(tmp_path / "videomme" / "data" / "abc.mkv")]
 
 
 def test_videommmu_paths_do_not_need_hf_home(monkeypatch):
+    from omni_lmms_plugin.tasks.videommmu import utils
+
     monkeypatch.delenv("HF_HOME", raising=False)
-    (path,) = common.videommmu_doc_to_visual({"id": "test_Math_3"})
+    (path,) = utils.videommmu_doc_to_visual({"id": "test_Math_3"})
     assert path == os.path.expanduser("~/.cache/huggingface/video_mmmu/Science/test_Math_3.mp4")
+
+
+def test_videommmu_delta_knowledge():
+    """(acc - acc_question_only) / (100 - acc_question_only) * 100, from the group's two values in task order."""
+    from omni_lmms_plugin.tasks.videommmu import utils
+
+    assert utils.delta_knowledge(60.0, 50.0) == pytest.approx(20.0)
+    assert utils.group_delta_knowledge([60.0, 50.0], [3, 3]) == pytest.approx(20.0)
+    assert math.isnan(utils.group_delta_knowledge([60.0], [3]))
+    assert math.isnan(utils.delta_knowledge(60.0, 100.0))
 
 
 @pytest.fixture(scope="module")
@@ -209,33 +270,34 @@ def scoring_home(tmp_path_factory):
 
 # One fixture doc per benchmark, a right answer and a wrong one, through the functions the YAML names.
 SCORING_CASES = [
-    ("omni_videommmu_perception", ("omni_videommmu", 0), "C", "A"),
-    ("omni_videommmu_adaptation", ("omni_videommmu", 2), "The answer is 2", "It uses 3"),  # open-ended
-    ("omni_vinoground", ("omni_vinoground", 0), "A", "B"),
-    ("omni_videomme", ("omni_videomme", 0), "B. Two.", "D"),
-    ("omni_worldsense", ("omni_worldsense", 0), "B", "A"),
-    ("omni_mvbench_action_antonym", ("omni_mvbench", 0), "Walks out.", "(A) Sits down."),
-    ("omni_longvideobench_val_v", ("omni_longvideobench_val_v", 0), "B", "C"),
-    ("omni_egoschema_subset", ("omni_egoschema_subset", 0), "B", "E"),
+    ("omni_videommmu_perception", ("omni_videommmu", 0, 0), "C", "A"),
+    ("omni_videommmu_adaptation", ("omni_videommmu", 2, 2), "The answer is 2", "It uses 3"),  # open-ended
+    ("omni_vinoground", ("omni_vinoground", 0, 0), "A", "B"),
+    ("omni_videomme", ("omni_videomme", 0, 0), "B. Two.", "D"),
+    ("omni_worldsense", ("omni_worldsense", 0, 0), "B", "A"),
+    ("omni_mvbench_action_antonym", ("omni_mvbench", 0, 0), "(B) Walks out.", "(A) Sits down."),
+    ("omni_longvideobench_val_v", ("omni_longvideobench_val_v", 0, 0), "B", "C"),
+    ("omni_egoschema_subset", ("omni_egoschema_subset", 0, 0), "B", "E"),
 ]
 
 
 @pytest.mark.parametrize(("task", "source", "right", "wrong"), SCORING_CASES, ids=[c[0] for c in SCORING_CASES])
 def test_fixture_docs_score_through_the_yaml_functions(task, source, right, wrong, scoring_home, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(scoring_home))
-    name, row = source
-    benches = minidatasets.BENCHMARKS[name]
-    bench = benches[-1] if task == "omni_videommmu_adaptation" else benches[0]
+    name, bench_index, row = source
+    bench = minidatasets.BENCHMARKS[name][bench_index]
     doc = bench.features.decode_example(bench.features.encode_example(bench.rows[row]))
     config = _config_of(task)
     prefix = SINGLE_TASKS[task]
-    assert config["process_results"](doc, [right])[f"{prefix}_acc"]["score"] == 1.0
+    assert config["process_results"](doc, [right])[f"{prefix}_acc"]["score"] == 100.0
     assert config["process_results"](doc, [wrong])[f"{prefix}_acc"]["score"] == 0.0
     failed = config["process_results"](doc, [FAILED])
     assert failed["omni_failed"] == 1 and failed[f"{prefix}_acc"]["score"] == 0.0 and failed[f"{prefix}_acc"]["failed"]
     kwargs = config.get("lmms_eval_specific_kwargs", {}).get("default")
     text = config["doc_to_text"](doc, kwargs) if kwargs else config["doc_to_text"](doc)
     assert (doc["question"] if "question" in doc else "Which caption matches the video?") in text
+    metric_names = {entry["metric"] for entry in config["metric_list"]}
+    assert set(config["process_results"](doc, [right])) <= metric_names, "every key process_results returns is a metric"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -250,12 +312,17 @@ def e2e_home(tmp_path_factory):
 
 @pytest.mark.slow
 def test_every_task_runs_end_to_end(e2e_home, task_listing, tmp_path):
+    """Every task and group (the `_av` VideoMMMU group aside: it shares the question-only run) in one CLI run:
+    percent headline scores, the leaderboard breakdowns, failures counted, the modality in the results' task config,
+    delta-knowledge in the VideoMMMU group, and the EgoSchema submission file beside the results."""
     from omni_lmms_plugin.tiny_model import tiny_checkpoint
 
     checkpoint = tiny_checkpoint()
-    tasks = [*GROUPS, *(task for task in SINGLE_TASKS if task not in VIDEOMMMU and task not in MVBENCH)]
+    members = {task for _, names in GROUPS.values() for task in names}
+    groups = [group for group in GROUPS if group != "omni_videommmu_av"]
+    tasks = [*groups, *(task for task in [*SINGLE_TASKS, *SUBMISSION_TASKS] if task not in members)]
     command = [
-        str(LMMS_EVAL),
+        *LMMS_EVAL,
         "--model",
         "qwen2_5_omni_safe",
         "--model_args",
@@ -270,25 +337,52 @@ def test_every_task_runs_end_to_end(e2e_home, task_listing, tmp_path):
         "--limit",
         "3",
     ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=420, env=minidatasets.offline_env(e2e_home))
-    assert run.returncode == 0, run.stderr[-6000:]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=540, env=minidatasets.offline_env(e2e_home))
+    assert run.returncode == 0 and "Error during evaluation" not in run.stderr + run.stdout, run.stderr[-6000:]
     (results_path,) = (tmp_path / "out").rglob("*_results.json")
     report = json.loads(results_path.read_text())
     results = report["results"]
 
-    for task, prefix in SINGLE_TASKS.items():
-        metrics = results[task]
+    ran = [task for task in SINGLE_TASKS if task not in VIDEOMMMU_AV]
+    for task in ran:
+        prefix, metrics = SINGLE_TASKS[task], results[task]
         assert f"{prefix}_acc,none" in metrics and f"{prefix}_answered_acc,none" in metrics, task
         expected_failed = minidatasets.MISSING_VIDEOS.get(task, 0)
         assert metrics["omni_failed,none"] == expected_failed, (task, metrics)
-        assert 0.0 <= metrics[f"{prefix}_acc,none"] <= 1.0
+        assert 0.0 <= metrics[f"{prefix}_acc,none"] <= 100.0
         config = report["configs"][task]
         assert config["dataset_kwargs"]["revision"] == _config_of(task)["dataset_kwargs"]["revision"]
+        audio = config["generation_kwargs"]["omni_use_audio_in_video"]
+        assert audio is (config["metadata"]["modality"] == "frames+audio"), task
         samples = next((tmp_path / "out").rglob(f"*_samples_{task}.jsonl")).read_text().splitlines()
         assert samples and all("omni_failed" in json.loads(line) for line in samples)
-    for group, (prefix, _) in GROUPS.items():
+    for group in groups:
+        prefix = GROUPS[group][0]
         assert results[group]["omni_failed,none"] == 0 and f"{prefix}_acc,none" in results[group]
     assert {f"vinoground_{k}_score,none" for k in ("text", "video", "group")} <= set(results["omni_vinoground"])
+
+    # The leaderboard breakdowns, as metrics of their own.
+    assert {f"videomme_acc_duration_{d},none" for d in ("short", "medium", "long")} <= set(results["omni_videomme"])
+    assert "videomme_acc_task_counting_problem,none" in results["omni_videomme"]
+    assert "worldsense_acc_domain_tech_science,none" in results["omni_worldsense"]
+    assert "longvideobench_acc_duration_15,none" in results["omni_longvideobench_val_v"]
+
+    # Delta-knowledge from the Adaptation track and the question-only run, in the group's results.
+    from omni_lmms_plugin.tasks.videommmu.utils import delta_knowledge
+
+    expected = delta_knowledge(
+        results["omni_videommmu_adaptation"]["videommmu_acc,none"],
+        results[QUESTION_ONLY]["videommmu_question_only_acc,none"],
+    )
+    group_value = results["omni_videommmu"]["videommmu_delta_knowledge,none"]
+    assert group_value == expected or (math.isnan(group_value) and math.isnan(expected))
+
+    # The EgoSchema submission: {video_idx: answer index}, one entry per question, beside the results.
+    (submission_path,) = (tmp_path / "out" / "submissions").glob("omni_egoschema_*.json")
+    submission = json.loads(submission_path.read_text())
+    assert set(submission) == {row["video_idx"] for row in minidatasets.EGOSCHEMA_TEST_ROWS}
+    assert all(isinstance(index, int) and -1 <= index <= 4 for index in submission.values())
+    assert results["omni_egoschema"]["egoschema_submission,none"] == len(submission)
 
     # The failed WorldSense sample is logged with the adapter's reason, and scored as failed, not silently wrong.
     worldsense = [json.loads(line) for line in next((tmp_path / "out").rglob("*_samples_omni_worldsense.jsonl")).open()]
@@ -302,7 +396,7 @@ def task_listing(tmp_path_factory):
     """``lmms-eval --tasks list --include_path tasks/``, started in the background (it indexes every built-in task,
     about a minute) so that it overlaps the end-to-end run."""
     process = subprocess.Popen(
-        [str(LMMS_EVAL), "--tasks", "list", "--include_path", str(TASKS_DIR)],
+        [*LMMS_EVAL, "--tasks", "list", "--include_path", str(TASKS_DIR)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
