@@ -46,6 +46,7 @@ from .media import (
     probe_frames,
 )
 from .memory import ModelDims, estimate_peak_memory
+from .subtitles import SUBTITLE_PLACEHOLDER, SubtitleCue, SubtitleTrack, render_subtitles
 
 __all__ = [
     "Request",
@@ -54,6 +55,7 @@ __all__ = [
     "PlannedVideo",
     "PlannedImage",
     "PlannedAudio",
+    "PlannedSubtitles",
     "RequestPlan",
     "PreparedInputs",
     "classify_visuals",
@@ -189,12 +191,14 @@ def _classify_path(visual: str | Path) -> MediaItem:
 
 def classify_visuals(visuals: Sequence[Any]) -> list[MediaItem]:
     """Sort what ``doc_to_visual`` returned into videos (files, frame folders, lists of frame paths), images (paths
-    or PIL images) and audio clips (paths or waveform dicts)."""
+    or PIL images), audio clips (paths or waveform dicts) and subtitle tracks."""
     items: list[MediaItem] = []
     for visual in visuals or []:
         if visual is None:
             continue
-        if isinstance(visual, (str, Path)):
+        if isinstance(visual, SubtitleTrack):
+            items.append(MediaItem("subtitles", visual))
+        elif isinstance(visual, (str, Path)):
             items.append(_classify_path(visual))
         elif isinstance(visual, (list, tuple)) and visual and all(isinstance(v, (str, Path)) for v in visual):
             items.append(MediaItem("video", [str(v) for v in visual]))
@@ -301,6 +305,24 @@ class PlannedAudio:
 
 
 @dataclass(frozen=True)
+class PlannedSubtitles:
+    """The subtitle lines of the sampled frames, put in the prompt; ``tokens`` is what they add to it."""
+
+    track: SubtitleTrack
+    cues: tuple[SubtitleCue, ...]
+    tokens: int
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "kind": "subtitles",
+            "path": self.track.path,
+            "style": self.track.style,
+            "tokens": self.tokens,
+            "lines": [{"start": cue.start, "end": cue.end, "text": cue.text} for cue in self.cues],
+        }
+
+
+@dataclass(frozen=True)
 class RequestPlan:
     """Everything decided about a request before any frame is decoded: the templated text, its prompt tokens and each
     media item's plan, in the order the conversation shows them."""
@@ -308,7 +330,7 @@ class RequestPlan:
     text: str
     items: tuple[MediaItem, ...]
     prompt_tokens: int
-    planned: tuple[PlannedVideo | PlannedImage | PlannedAudio, ...]
+    planned: tuple[PlannedVideo | PlannedImage | PlannedAudio | PlannedSubtitles, ...]
     budget: TokenBudget
     scale: float = 1.0
 
@@ -318,8 +340,8 @@ class RequestPlan:
 
     @property
     def fixed_tokens(self) -> int:
-        """Tokens of the images and standalone audio clips."""
-        return sum(p.tokens for p in self.planned if not isinstance(p, PlannedVideo))
+        """Tokens of the images and standalone audio clips (subtitle lines are prompt tokens)."""
+        return sum(p.tokens for p in self.planned if isinstance(p, (PlannedImage, PlannedAudio)))
 
     @property
     def input_tokens(self) -> int:
@@ -402,6 +424,22 @@ def _scaled_video_plan(
         return plan_for(info, error.needed, policy, frame_indices=frame_indices)
 
 
+def _templated(processor: Any, system_prompt: str | None, items: list[MediaItem], context: str) -> tuple[str, int]:
+    """The chat-templated text and its prompt tokens: every token but the media blocks' own (the template writes each
+    block as bos + placeholder + eos; those three tokens belong to the block)."""
+    blocks = [item for item in items if item.kind != "subtitles"]
+    text = processor.apply_chat_template(
+        build_messages(system_prompt, blocks, context), tokenize=False, add_generation_prompt=True
+    )
+    if isinstance(text, list):
+        text = text[0]
+    return text, len(processor.tokenizer(text, add_special_tokens=False)["input_ids"]) - 3 * len(blocks)
+
+
+# Subtitle lines depend on the frames, the frames on the tokens the lines leave: re-plan until both fit.
+_SUBTITLE_ROUNDS = 8
+
+
 def plan_request(
     processor: Any,
     request: Request,
@@ -416,21 +454,23 @@ def plan_request(
     ``max_model_len - max_new_tokens``. ``scale < 1`` shrinks every item to that fraction of what its full plan uses
     (videos: tokens; images: pixels; audio clips: seconds), for OOM retries and the memory fit.
 
+    Subtitles (a :class:`~omni_lmms_plugin.subtitles.SubtitleTrack` among the visuals, and
+    :data:`~omni_lmms_plugin.subtitles.SUBTITLE_PLACEHOLDER` in the prompt) are budgeted media: after the video is
+    planned, the lines of its sampled frames replace the placeholder and their tokens count against the budget; when
+    they overrun it, the video is planned again within what the lines leave, until both fit.
+
     Several videos with their own audio in one request must share one sample rate, and either all or none of the
     videos must feed their audio: the processor takes one ``fps`` for the interleaving and ``generate`` one
     ``use_audio_in_video`` flag. Anything else is a :class:`ConfigError` naming the limitation.
     """
     items = classify_visuals(request.visuals())
-    messages = build_messages(config.system_prompt, items, request.context)
-    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if isinstance(text, list):
-        text = text[0]
-    # The template writes each media block as bos + placeholder + eos; those three tokens belong to the block.
-    templated = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
-    prompt_tokens = templated - 3 * len(items)
+    tracks = [item.source for item in items if item.kind == "subtitles"]
+    _check_subtitles(request, items, tracks)
+    context = request.context.replace(SUBTITLE_PLACEHOLDER, "")
+    text, prompt_tokens = _templated(processor, config.system_prompt, items, context)
     min_image, max_image = _image_pixel_range(processor)
 
-    planned: list[PlannedVideo | PlannedImage | PlannedAudio | None] = []
+    planned: list[PlannedVideo | PlannedImage | PlannedAudio | PlannedSubtitles | None] = []
     fixed_tokens = 0
     for item in items:
         if item.kind == "image":
@@ -451,33 +491,75 @@ def plan_request(
             )
             fixed_tokens += tokens
         else:
-            planned.append(None)  # videos are planned below, with what the rest leaves
+            planned.append(None)  # videos and subtitles are planned below, with what the rest leaves
 
     video_items = [item for item in items if item.kind == "video"]
-    budget = TokenBudget(
-        max_model_len=max_model_len,
-        prompt_tokens=prompt_tokens + fixed_tokens,
-        max_new_tokens=settings.params.max_new_tokens,
-        max_video_tokens=config.max_video_tokens,
-    )
-    if budget.media_tokens < (1 if video_items else 0):  # with no video, the text and other media must still fit
-        raise BudgetError(
-            f"the prompt ({prompt_tokens} tokens), images and audio ({fixed_tokens}) and "
-            f"max_new_tokens={settings.params.max_new_tokens} leave {budget.media_tokens} tokens within "
-            f"max_model_len={max_model_len}" + (", none for the video" if video_items else "")
+    infos = [_probe_video(item, settings.frames_fps) for item in video_items]
+    subtitle_tokens = 0  # what the subtitle lines are known to take: grows until the plan and its lines fit
+    subtitles: PlannedSubtitles | None = None
+    for _ in range(_SUBTITLE_ROUNDS):
+        budget = TokenBudget(
+            max_model_len=max_model_len,
+            prompt_tokens=prompt_tokens + subtitle_tokens + fixed_tokens,
+            max_new_tokens=settings.params.max_new_tokens,
+            max_video_tokens=config.max_video_tokens,
         )
-    per_video = budget.media_tokens // max(1, len(video_items))
-    videos = []
-    for item in video_items:
-        info = _probe_video(item, settings.frames_fps)
-        wants_audio = settings.audio_in_video == "true" or (settings.audio_in_video == "auto" and info.has_audio)
-        policy = dataclasses.replace(settings.policy, use_audio=wants_audio and info.has_audio)
-        plan = _scaled_video_plan(info, per_video, policy, scale, frame_indices)
-        videos.append(PlannedVideo(item.source, info, plan, wants_audio, settings.frames_fps))
+        if budget.media_tokens < (1 if video_items else 0):  # with no video, the text and other media must still fit
+            raise BudgetError(
+                f"the prompt ({prompt_tokens} tokens, subtitles {subtitle_tokens}), images and audio ({fixed_tokens}) "
+                f"and max_new_tokens={settings.params.max_new_tokens} leave {budget.media_tokens} tokens within "
+                f"max_model_len={max_model_len}" + (", none for the video" if video_items else "")
+            )
+        per_video = budget.media_tokens // max(1, len(video_items))
+        videos = []
+        for item, info in zip(video_items, infos, strict=True):
+            wants_audio = settings.audio_in_video == "true" or (settings.audio_in_video == "auto" and info.has_audio)
+            policy = dataclasses.replace(settings.policy, use_audio=wants_audio and info.has_audio)
+            plan = _scaled_video_plan(info, per_video, policy, scale, frame_indices)
+            videos.append(PlannedVideo(item.source, info, plan, wants_audio, settings.frames_fps))
+        if not tracks:
+            break
+        first = videos[0].plan
+        lines, cues = render_subtitles(tracks[0], first.frame_times, first.duration, frame_rate=first.source_fps)
+        text, with_lines = _templated(
+            processor, config.system_prompt, items, request.context.replace(SUBTITLE_PLACEHOLDER, lines)
+        )
+        subtitles = PlannedSubtitles(tracks[0], tuple(cues), with_lines - prompt_tokens)
+        used = with_lines + fixed_tokens + sum(v.plan.total_tokens for v in videos) + settings.params.max_new_tokens
+        if used <= max_model_len:
+            break
+        subtitle_tokens = max(subtitle_tokens + 1, subtitles.tokens)
+    else:
+        raise BudgetError(
+            f"{request.task}/{request.doc_id}: the subtitle lines of the sampled frames ({subtitles.tokens if subtitles else 0} "
+            f"tokens) and the video did not fit max_model_len={max_model_len} after {_SUBTITLE_ROUNDS} re-plans"
+        )
     _check_video_combination(request, videos)
     video_iter = iter(videos)
-    ordered = tuple(entry if entry is not None else next(video_iter) for entry in planned)
-    return RequestPlan(text, tuple(items), prompt_tokens, ordered, budget, scale)
+    ordered = tuple(
+        entry if entry is not None else subtitles if item.kind == "subtitles" else next(video_iter)
+        for entry, item in zip(planned, items, strict=True)
+    )
+    total_prompt = prompt_tokens + (subtitles.tokens if subtitles else 0)
+    return RequestPlan(text, tuple(items), total_prompt, ordered, budget, scale)
+
+
+def _check_subtitles(request: Request, items: list[MediaItem], tracks: list[Any]) -> None:
+    where = f"{request.task}/{request.doc_id}"
+    placeholders = request.context.count(SUBTITLE_PLACEHOLDER)
+    if tracks and placeholders != 1:
+        raise ConfigError(
+            f"{where}: doc_to_visual returned a SubtitleTrack, but the prompt holds {placeholders} subtitle "
+            f"placeholders ({SUBTITLE_PLACEHOLDER}); doc_to_text must put exactly one where the lines go"
+        )
+    if placeholders and not tracks:
+        raise MediaError(
+            where,
+            f"the prompt has a subtitle placeholder ({SUBTITLE_PLACEHOLDER}) but doc_to_visual returned no "
+            "SubtitleTrack (is the subtitle file missing?); the placeholder is never sent to the model",
+        )
+    if len(tracks) > 1 or (tracks and not any(item.kind == "video" for item in items)):
+        raise ConfigError(f"{where}: a request takes one SubtitleTrack, for its first video ({len(tracks)} given)")
 
 
 def _check_video_combination(request: Request, videos: list[PlannedVideo]) -> None:
@@ -572,7 +654,7 @@ def prepare_inputs(processor: Any, request: Request, plan: RequestPlan, config: 
         elif isinstance(entry, PlannedAudio):
             audio.append(_waveform(entry, config.decode_timeout))
             audio_sources.append(None)
-        else:
+        elif isinstance(entry, PlannedVideo):
             if is_frame_sequence(entry.source):
                 loaded = load_frames(entry.source, entry.plan)
             else:

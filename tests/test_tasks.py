@@ -390,6 +390,30 @@ def test_every_task_runs_end_to_end(e2e_home, task_listing, tmp_path):
     assert len(failed) == 1 and "file not found" in str(failed[0]["filtered_resps"])
     assert failed[0]["worldsense_acc"]["failed"] is True
 
+    # Video-MME with subtitles: provenance shows the lines of the frames the planner sampled, and their tokens inside
+    # the budget (the prompt, lines included, plus media and the answer fit the context).
+    from omni_lmms_plugin.subtitles import SubtitleTrack, render_subtitles
+
+    provenance = [
+        json.loads(line)
+        for path in (tmp_path / "out" / "omni_provenance").glob("samples_rank*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    with_lines = [
+        r
+        for r in provenance
+        if r["task"] == "omni_videomme_w_subtitle" and any(m["kind"] == "subtitles" for m in r["media"])
+    ]
+    assert with_lines and all(r["status"] == "answered" for r in with_lines)
+    for record in with_lines:
+        video, subtitles = (next(m for m in record["media"] if m["kind"] == kind) for kind in ("video", "subtitles"))
+        _, chosen = render_subtitles(
+            SubtitleTrack(subtitles["path"]), video["frame_times"], video["duration"], frame_rate=video["source_fps"]
+        )
+        assert [line["text"] for line in subtitles["lines"]] == [cue.text for cue in chosen] and chosen
+        assert subtitles["tokens"] > 0 and record["tokens"]["prompt"] >= subtitles["tokens"]
+        assert record["tokens"]["input"] + 8 <= 32_768
+
 
 @pytest.fixture(scope="module")
 def task_listing(tmp_path_factory):
