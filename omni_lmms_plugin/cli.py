@@ -76,9 +76,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_tasks_dir(args: argparse.Namespace) -> int:
-    import omni_lmms_plugin.tasks as tasks
+    from .tasks import folder
 
-    print(Path(next(iter(tasks.__path__))).resolve())
+    print(folder())
     return 0
 
 

@@ -100,12 +100,6 @@ class _TaskRequests:
     skipped: str | None = None
 
 
-def _tasks_dir() -> Path:
-    import omni_lmms_plugin.tasks as tasks
-
-    return Path(next(iter(tasks.__path__))).resolve()
-
-
 def _load_tasks(
     task_names: Sequence[str], include_paths: Sequence[str], limit: float | None, gen_kwargs: str | None
 ) -> list[_TaskRequests]:
@@ -113,7 +107,9 @@ def _load_tasks(
     from lmms_eval.tasks import TaskManager, get_task_dict
     from lmms_eval.utils import simple_parse_args_string
 
-    manager = TaskManager(include_path=[str(_tasks_dir()), *map(str, include_paths)])
+    from .tasks import folder
+
+    manager = TaskManager(include_path=[str(folder()), *map(str, include_paths)])
     unknown = [name for name in task_names if name not in manager.all_tasks]
     if unknown:
         raise ConfigError(

@@ -263,9 +263,11 @@ MVBENCH_SUBTASKS = (
 
 
 def _mvbench_rows(subtask: str) -> list[dict[str, Any]]:
+    # episodic_reasoning's videos are folders of 3 fps frame images (TVQA), as in the real dataset.
+    video = f"{subtask}_0001" if subtask == "episodic_reasoning" else f"{subtask}_0001.mp4"
     return [
         {
-            "video": f"{subtask}_0001.mp4",
+            "video": video,
             "question": "What does the person do after opening the door?",
             "candidates": ["Sits down.", "Walks out.", "Closes the door."],
             "answer": "Walks out.",
@@ -277,7 +279,21 @@ def _mvbench_media(home: Path) -> None:
     folders = _mvbench_folders()
     for subtask in MVBENCH_SUBTASKS:
         for row in _mvbench_rows(subtask):
-            _write_video(home / "mvbench_video" / folders[subtask] / row["video"], audio=False)
+            target = home / "mvbench_video" / folders[subtask] / row["video"]
+            if subtask == "episodic_reasoning":
+                _write_frame_folder(target, frames=18)
+            else:
+                _write_video(target, audio=False)
+
+
+def _write_frame_folder(folder: Path, *, frames: int) -> None:
+    from PIL import Image
+
+    from omni_lmms_plugin.synthetic_media import marked_frame
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(frames):
+        Image.fromarray(marked_frame(index, width=160, height=120)).save(folder / f"{index + 1:05d}.jpg")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

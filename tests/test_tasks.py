@@ -414,6 +414,12 @@ def test_every_task_runs_end_to_end(e2e_home, task_listing, tmp_path):
         assert subtitles["tokens"] > 0 and record["tokens"]["prompt"] >= subtitles["tokens"]
         assert record["tokens"]["input"] + 8 <= 32_768
 
+    # MVBench episodic_reasoning stores each video as a folder of 3 fps frames: planned like a file, first and last in.
+    (episodic,) = [r for r in provenance if r["task"] == "omni_mvbench_episodic_reasoning"]
+    folder_video = episodic["media"][0]
+    assert episodic["status"] == "answered" and folder_video["total_frames"] == 18
+    assert folder_video["source_fps"] == 3.0 and folder_video["frame_indices"][-1] == 17
+
 
 @pytest.fixture(scope="module")
 def task_listing(tmp_path_factory):
