@@ -240,9 +240,21 @@ class Qwen25OmniSafe(lmms):
         raise NotImplementedError("qwen2_5_omni_safe does not support multi-round generation")
 
     def generate_until(self, requests: list) -> list[GenerationResult]:
-        unpacked = [unpack_request(index, instance, self.task_dict) for index, instance in enumerate(requests)]
+        # lmms-eval pads data-parallel ranks with copies marked __padding_only__ and discards their answers: they are
+        # not computed, and stay out of provenance and reports.
+        results: list[GenerationResult | None] = [
+            GenerationResult("", TokenCounts(0, 0)) if instance.metadata.get("__padding_only__") else None
+            for instance in requests
+        ]
+        unpacked = [
+            unpack_request(index, instance, self.task_dict)
+            for index, instance in enumerate(requests)
+            if results[index] is None
+        ]
+        gen.check_generation_kwargs(
+            [(r.task, split_generation_kwargs(r.gen_kwargs)[0]) for r in unpacked], self.config.max_new_tokens
+        )
         self._record_datasets(unpacked)
-        results: list[GenerationResult | None] = [None] * len(unpacked)
         progress = tqdm(total=len(unpacked), desc="qwen2_5_omni_safe", disable=self._rank != 0, dynamic_ncols=True)
         retries = failures = resumed = 0
         todo: list[Request] = []

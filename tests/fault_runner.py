@@ -6,6 +6,9 @@ Spec keys (all optional):
 
 - ``oom_first_attempt: [doc ids]``: the first attempt of these docs raises ``torch.cuda.OutOfMemoryError``;
 - ``oom_random: {"seed": s, "rate": p}``: any attempt raises it with probability p, decided by (seed, doc, attempt);
+
+The out-of-memory error is raised where the GPU would raise it: inside ``generate``, after the attempt has planned,
+decoded and recorded its plan and input tokens, so a test can compare the retry's inputs with the failed attempt's.
 - ``slow_decode: [file names]``: decoding these files stalls 0.2 s per frame (a hanging decoder);
 - ``count_calls: "<file>"``: one line per model call, to count the work a run did.
 """
@@ -21,6 +24,7 @@ import time
 import torch
 
 from omni_lmms_plugin import adapter, media
+from omni_lmms_plugin import generation as gen
 
 
 def main() -> None:
@@ -36,17 +40,25 @@ def main() -> None:
         key = f"{oom_random['seed']}:{doc_id}:{attempt_index}".encode()
         return int(hashlib.sha256(key).hexdigest()[:8], 16) / 2**32 < oom_random["rate"]
 
+    current: dict[str, int] = {}
+
     def generate(self, request, inputs, attempt, params):
         if calls_file:
             with open(calls_file, "a") as handle:
                 handle.write(f"{request.doc_id}\n")
-        if (request.doc_id in oom_docs and attempt.index == 0) or (
-            oom_random and random_oom(request.doc_id, attempt.index)
-        ):
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")
+        current.update(doc_id=request.doc_id, attempt=attempt.index)
         return original(self, request, inputs, attempt, params)
 
+    original_run_generate = gen.run_generate
+
+    def run_generate(*args, **kwargs):
+        doc_id, attempt_index = current["doc_id"], current["attempt"]
+        if (doc_id in oom_docs and attempt_index == 0) or (oom_random and random_oom(doc_id, attempt_index)):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")
+        return original_run_generate(*args, **kwargs)
+
     adapter.Qwen25OmniSafe._generate = generate
+    gen.run_generate = run_generate
 
     original_frames = media._Decoder.frames
 
