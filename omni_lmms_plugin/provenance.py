@@ -140,7 +140,3 @@ class ProvenanceWriter:
         tmp = self.manifest_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str), encoding="utf-8")
         tmp.replace(self.manifest_path)
-
-    def close(self) -> None:
-        if not self._handle.closed:
-            self._handle.close()
