@@ -206,3 +206,37 @@ def test_batch_size_above_one_keeps_one_conversation_per_request(tiny_7b, media,
         a.text for a in single.generate_until(requests(single, docs))
     ]
     assert [r["input_hash"] for r in records(tmp_path / "two")] == [r["input_hash"] for r in records(tmp_path / "one")]
+
+
+def test_a_doc_to_visual_that_raises_or_exits_fails_its_sample_only(model, media):
+    """Some lmms-eval tasks raise or call ``sys.exit`` in ``doc_to_visual`` on a missing video. Catches either escaping
+    the sample: with ``SystemExit`` no longer caught (``except Exception`` in ``inputs.unpack_request``) the whole
+    ``generate_until`` stopped with SystemExit and this test failed."""
+    import sys
+
+    def doc_to_visual(doc):
+        if doc["fault"] == "raise":
+            raise FileNotFoundError("/data/videos/missing.mp4")
+        if doc["fault"] == "exit":
+            sys.exit("video not found")
+        return [media["video"]]
+
+    docs = [{"fault": "raise"}, {"fault": "exit"}, {"fault": None}]
+    model.task_dict = {"t": {"test": docs}}
+    instances = [
+        Instance(
+            "generate_until",
+            ("Q", {"max_new_tokens": 4}, doc_to_visual, i, "t", "test"),
+            i,
+            {"task": "t", "doc_id": i, "repeats": 1},
+        )  # fmt: skip
+        for i in range(3)
+    ]
+    journal = model.provenance.samples_path
+    before = len(journal.read_text().splitlines())
+    answers = model.generate_until(instances)
+    assert answers[0].text.startswith(FAILURE_PREFIX) and "FileNotFoundError" in answers[0].text
+    assert answers[1].text.startswith(FAILURE_PREFIX) and "SystemExit: video not found" in answers[1].text
+    assert not answers[2].text.startswith(FAILURE_PREFIX)
+    written = [json.loads(line) for line in journal.read_text().splitlines()[before:]]
+    assert [r["status"] for r in written] == ["failed", "failed", "answered"]
