@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OmniPluginError
-from .provenance import SampleRecord, read_records
+from .provenance import PROVENANCE_DIR, SampleRecord, read_records
 
 __all__ = [
-    "PROVENANCE_DIR",
     "RunFolderError",
     "RunFolder",
     "load_run",
@@ -32,8 +31,6 @@ __all__ = [
     "doc_id_of",
     "doc_key",
 ]
-
-PROVENANCE_DIR = "omni_provenance"
 
 # Keys of a logged lmms-eval sample that are not scores.
 _SAMPLE_KEYS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "token_counts", "doc_hash",
