@@ -11,11 +11,9 @@ the attempts; one provenance record is written per request as soon as it ends.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import platform
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ from lmms_eval.api.instance import GenerationResult, TokenCounts
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, manifest
 from .budget import GRID_PIXELS, PATCH_SIZE, TEMPORAL_PATCH
 from .config import NOT_IN_RESUME_KEY, AdapterConfig, resolve_attention, resolve_dtype
 from .errors import ConfigError, GenerationFailedError, OmniPluginError
@@ -167,7 +165,7 @@ class Qwen25OmniSafe(lmms):
 
         folder = Path(self.config.provenance_dir) if self.config.provenance_dir else default_provenance_dir()
         self.provenance = ProvenanceWriter(folder, self._rank)
-        weights = _weight_files(self.config.pretrained, self.config.revision)
+        weights = manifest.weight_files(self.config.pretrained, self.config.revision)
         self.config_key = stable_hash(
             {
                 "config": {k: v for k, v in self.config.to_dict().items() if k not in NOT_IN_RESUME_KEY},
@@ -176,8 +174,23 @@ class Qwen25OmniSafe(lmms):
                 "transformers": transformers.__version__,
             }
         )
-        self.manifest = self._manifest(weights)
+        self.manifest = manifest.build_manifest(
+            plugin_version=__version__,
+            device=str(self._device),
+            rank=self._rank,
+            world_size=self._world_size,
+            model_path=self.config.pretrained,
+            revision=self.config.revision,
+            weights=weights,
+            digest_cache=manifest.default_digest_cache(),
+            dtype=str(self.dtype).replace("torch.", ""),
+            attention=self.attn_implementation,
+            max_model_len=self.max_model_len,
+            model_args=self.config.to_dict(),
+            config_key=self.config_key,
+        )
         self.provenance.write_manifest(self.manifest)
+        self._media_log = manifest.MediaLog()
 
     # ---------------------------------------------------------------------------------------------------------------
     # Setup
@@ -192,44 +205,6 @@ class Qwen25OmniSafe(lmms):
         if choice in ("auto", "cpu"):
             return torch.device("cpu")
         return torch.device(choice)
-
-    def _manifest(self, weights: list[Path]) -> dict[str, Any]:
-        import accelerate
-        import av
-        import lmms_eval
-        import transformers
-
-        devices = (
-            [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-            if torch.cuda.is_available()
-            else []
-        )
-        return {
-            "plugin": __version__,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torch_cuda": torch.version.cuda,
-            "transformers": transformers.__version__,
-            "lmms_eval": getattr(lmms_eval, "__version__", _dist_version("lmms_eval")),
-            "accelerate": accelerate.__version__,
-            "av": av.__version__,
-            "ffmpeg": {
-                name: ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
-                for name, v in av.library_versions.items()
-            },
-            "device": str(self._device),
-            "devices": devices,
-            "rank": self._rank,
-            "world_size": self._world_size,
-            "model_path": self.config.pretrained,
-            "model_revision": self.config.revision or _snapshot_revision(weights),
-            "weight_sha256": _sha256_files(weights) if self._rank == 0 else None,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "attention": self.attn_implementation,
-            "max_model_len": self.max_model_len,
-            "model_args": self.config.to_dict(),
-            "config_key": self.config_key,
-        }
 
     def _check_geometry(self) -> None:
         vision = self.model.config.vision_config
@@ -258,7 +233,12 @@ class Qwen25OmniSafe(lmms):
         unpacked = [unpack_request(index, instance, self.task_dict) for index, instance in enumerate(requests)]
         # Settings are parsed once per request, all before the first sample: a bad generation kwarg or task policy
         # key is one error naming it, not one recorded failure per sample.
-        settings = {request.index: self.planner.settings(request) for request in unpacked}
+        settings = {}
+        for request in unpacked:
+            try:
+                settings[request.index] = self.planner.settings(request)
+            except ConfigError as error:
+                raise ConfigError(f"task {request.task}: {error}") from None
         self._record_datasets(unpacked)
         results: list[GenerationResult | None] = [None] * len(unpacked)
         progress = tqdm(total=len(unpacked), desc="qwen2_5_omni_safe", disable=self._rank != 0, dynamic_ncols=True)
@@ -267,7 +247,7 @@ class Qwen25OmniSafe(lmms):
         for request in unpacked:
             if request.padding:
                 # lmms-eval's data-parallel padding clone: its result is dropped, so nothing is computed or recorded.
-                results[request.index] = GenerationResult("", TokenCounts(None, None))
+                results[request.index] = GenerationResult("", TokenCounts(0, 0))
                 progress.update(1)
                 continue
             finished = self.provenance.finished(self.config_key, request.key()) if self.config.resume else None
@@ -277,6 +257,7 @@ class Qwen25OmniSafe(lmms):
             results[request.index] = GenerationResult(
                 finished.answer, TokenCounts(finished.tokens.get("input"), finished.tokens.get("generated"))
             )
+            self._media_log.add(request.task, finished.media)
             resumed += 1
             progress.update(1)
 
@@ -287,6 +268,7 @@ class Qwen25OmniSafe(lmms):
             for request, prepared in prefetched(todo, prepare_first, self.config.prefetch):
                 record = self._answer(request, settings[request.index], prepared)
                 self.provenance.write(record)
+                self._media_log.add(request.task, record.media)
                 retries += sum(1 for attempt in record.attempts if attempt["outcome"] == "out_of_memory")
                 failures += record.status == "failed"
                 results[request.index] = GenerationResult(
@@ -298,20 +280,17 @@ class Qwen25OmniSafe(lmms):
                     raise GenerationFailedError(f"{request.task}/{request.doc_id}: {record.failure}")
         finally:
             progress.close()
+            self._record_datasets(unpacked)
         return results  # type: ignore[return-value]
 
     def _record_datasets(self, requests: list[Request]) -> None:
-        """Add the datasets actually read (split, size, the datasets library's content fingerprint) to the manifest;
-        the revision each task pinned is in lmms-eval's results under ``configs``."""
+        """Write the datasets read (see :func:`manifest.dataset_entry`) and the media files read so far into the
+        manifest; the revision each task pinned is in lmms-eval's results under ``configs``."""
         datasets = self.manifest.setdefault("datasets", {})
         for task, split in sorted({(r.task, r.split) for r in requests}):
-            docs = self.task_dict[task][split]
             datasets[task] = {
-                "split": split,
-                "docs": len(docs),
-                "fingerprint": getattr(docs, "_fingerprint", None),
-                "builder": getattr(getattr(docs, "info", None), "builder_name", None),
-                "config": getattr(getattr(docs, "info", None), "config_name", None),
+                **manifest.dataset_entry(self.task_dict[task][split], split),
+                "media_files": self._media_log.summary(task),
             }
         self.provenance.write_manifest(self.manifest)
 
@@ -452,48 +431,3 @@ def _parse_max_memory(spec: str) -> dict[Any, str]:
         key, _, value = part.partition(":")
         limits[int(key) if key.isdigit() else key] = value
     return limits
-
-
-def _weight_files(pretrained: str, revision: str | None = None) -> list[Path]:
-    """The weight files behind ``pretrained``: a local folder, or the snapshot in the Hugging Face cache."""
-    folder = Path(pretrained)
-    if not folder.is_dir():
-        try:
-            from huggingface_hub import snapshot_download
-
-            folder = Path(
-                snapshot_download(
-                    pretrained, revision=revision, local_files_only=True, allow_patterns=["*.safetensors", "*.json"]
-                )
-            )
-        except Exception:  # noqa: BLE001 - provenance only: a missing snapshot leaves the weight list empty
-            return []
-    return sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
-
-
-def _snapshot_revision(weights: list[Path]) -> str | None:
-    for path in weights:
-        if path.parent.parent.name == "snapshots":
-            return path.parent.name
-    return None
-
-
-def _sha256_files(paths: list[Path]) -> str | None:
-    if not paths:
-        return None
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode())
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 24), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def _dist_version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None

@@ -118,7 +118,10 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report, load_run, render_report, write_bundle, write_plots
+    from .bundle import write_bundle
+    from .plots import write_plots
+    from .report import build_report, render_report
+    from .runs import load_run
 
     run = load_run(args.run_dir)
     report = build_report(run)
@@ -138,7 +141,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .report import compare_runs, load_run, render_differences
+    from .compare import compare_runs, render_differences
+    from .runs import load_run
 
     run_a, run_b = load_run(args.run_a), load_run(args.run_b)
     differences = compare_runs(run_a, run_b)

@@ -64,7 +64,8 @@ def collect() -> list[Finding]:
         "omni-lmms-plugin",
     ):
         found = _version(name)
-        findings.append(Finding("info" if found or name == "flash-attn" else "error", name, found or "not installed"))
+        optional = name in ("flash-attn", "qwen-omni-utils")  # extras: flash, test
+        findings.append(Finding("info" if found or optional else "error", name, found or "not installed"))
 
     transformers_version = _version("transformers")
     if transformers_version and not TESTED_TRANSFORMERS[0] <= Version(transformers_version) < TESTED_TRANSFORMERS[1]:

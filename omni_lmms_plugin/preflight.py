@@ -349,9 +349,9 @@ def _slowest(probe_times: list[tuple[float, str]]) -> list[dict[str, Any]]:
 def write_preflight_plots(report: dict[str, Any], output: Path) -> list[Path]:
     """``<stem>_tokens.png`` (planned input tokens per sample, per task) and ``<stem>_memory.png`` (predicted peak
     per sample, sorted, against each GPU size) beside ``output``."""
-    from .report import _pyplot, save_figure
+    from .plots import load_pyplot, save_figure
 
-    plt = _pyplot()
+    plt = load_pyplot()
     planned: dict[str, list[dict]] = defaultdict(list)
     for row in report["samples"]:
         if row["status"] == "planned":

@@ -22,6 +22,7 @@ from typing import Any
 
 __all__ = [
     "FAILURE_PREFIX",
+    "PROVENANCE_DIR",
     "SampleRecord",
     "ProvenanceWriter",
     "failure_answer",
@@ -34,6 +35,9 @@ __all__ = [
 # The answer text of a failed sample: never empty, recognisable in lmms-eval's logged samples, scored by our tasks'
 # aggregations as a failure rather than as a wrong answer.
 FAILURE_PREFIX = "[omni-lmms failed]"
+
+# The folder beside lmms-eval's output that holds the manifests and journals.
+PROVENANCE_DIR = "omni_provenance"
 
 
 def failure_answer(reason: str) -> str:
@@ -58,10 +62,10 @@ def default_provenance_dir(argv: list[str] | None = None) -> Path:
     argv = sys.argv if argv is None else argv
     for index, arg in enumerate(argv):
         if arg == "--output_path" and index + 1 < len(argv):
-            return Path(argv[index + 1]) / "omni_provenance"
+            return Path(argv[index + 1]) / PROVENANCE_DIR
         if arg.startswith("--output_path="):
-            return Path(arg.split("=", 1)[1]) / "omni_provenance"
-    return Path("omni_provenance")
+            return Path(arg.split("=", 1)[1]) / PROVENANCE_DIR
+    return Path(PROVENANCE_DIR)
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,3 @@ class ProvenanceWriter:
         tmp = self.manifest_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str), encoding="utf-8")
         tmp.replace(self.manifest_path)
-
-    def close(self) -> None:
-        if not self._handle.closed:
-            self._handle.close()

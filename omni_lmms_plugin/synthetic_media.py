@@ -33,14 +33,6 @@ __all__ = [
     "read_frame_index",
     "frame_schedule",
     "chirp_frequency",
-    "write_text_as_video",
-    "write_zero_byte_file",
-    "truncate_file",
-    "corrupt_file",
-    "write_one_frame_video",
-    "write_extreme_aspect_video",
-    "write_long_audio",
-    "write_video_without_audio",
 ]
 
 MARKER_ROWS = 2
@@ -334,65 +326,3 @@ def write_audio(
         writer.chunk = 4096 if suffix in (".wav", ".flac") else 1024
         writer.finish()
     return path
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Bad and unusual inputs
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def write_text_as_video(path: str | os.PathLike, text: str = "this is a text file, not a video\n") -> Path:
-    """A plain text file under a video name (e.g. ``notes.mp4``)."""
-    path = Path(path)
-    path.write_text(text * 64)
-    return path
-
-
-def write_zero_byte_file(path: str | os.PathLike) -> Path:
-    """An empty file under a media name."""
-    path = Path(path)
-    path.write_bytes(b"")
-    return path
-
-
-def truncate_file(source: str | os.PathLike, target: str | os.PathLike, *, keep: float = 0.5) -> Path:
-    """Copy the first ``keep`` fraction of ``source``'s bytes to ``target`` (a download cut short)."""
-    data = Path(source).read_bytes()
-    target = Path(target)
-    target.write_bytes(data[: max(1, int(len(data) * keep))])
-    return target
-
-
-def corrupt_file(
-    source: str | os.PathLike, target: str | os.PathLike, *, start: float = 0.1, end: float = 1.0, seed: int = 0
-) -> Path:
-    """Copy ``source`` to ``target`` with the bytes between fractions ``start`` and ``end`` replaced by noise."""
-    data = bytearray(Path(source).read_bytes())
-    lo, hi = int(len(data) * start), int(len(data) * end)
-    data[lo:hi] = np.random.default_rng(seed).integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
-    target = Path(target)
-    target.write_bytes(bytes(data))
-    return target
-
-
-def write_one_frame_video(path: str | os.PathLike, *, width: int = 320, height: int = 240, fps: float = 30.0) -> Path:
-    """A video holding a single frame (and no audio)."""
-    return write_video(path, width=width, height=height, fps=fps, duration=1.0 / fps, audio=False)
-
-
-def write_extreme_aspect_video(
-    path: str | os.PathLike, *, width: int = 1000, height: int = 24, duration: float = 1.0
-) -> Path:
-    """A very elongated video, unmarked (the markers need room). 1000x24 (41.7:1) is still accepted by Qwen's resize
-    rule; pass e.g. 5000x24 (208:1) for one beyond its 200:1 limit."""
-    return write_video(path, width=width, height=height, duration=duration, audio=False, frame_marker=None)
-
-
-def write_long_audio(path: str | os.PathLike, *, minutes: float = 10.0, signal: AudioSignal = "chirp") -> Path:
-    """A long audio-only track (default ten minutes of chirp)."""
-    return write_audio(path, duration=60.0 * minutes, signal=signal)
-
-
-def write_video_without_audio(path: str | os.PathLike, **options) -> Path:
-    """A marked video with no audio stream (same options as :func:`write_video`)."""
-    return write_video(path, audio=False, **options)

@@ -52,3 +52,31 @@ def provenance(output: Path) -> list[dict]:
     for path in sorted((output / "omni_provenance").glob("samples_rank*.jsonl")):
         records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return records
+
+
+def assert_retry_shrank(failed: dict, retry: dict, shrink: float, *, allow_floor: bool) -> None:
+    """The attempt after an out-of-memory error (``failed`` and ``retry`` are attempt records of provenance) fed
+    fewer input tokens, and each video's plan used at most ``shrink`` of the failed plan's tokens and fewer pixels.
+
+    With ``allow_floor``, a video may instead be at the smallest plan the policy allows (case 4 or 5 of
+    ``budget.plan_video`` at ``min_frames`` = 4 frames or fewer) and no larger than before: a plan that short cannot
+    shrink by the factor.
+    """
+    assert retry["budget_scale"] < failed["budget_scale"]
+    failed_videos = [m for m in failed["plan"] if m["kind"] == "video"]
+    retry_videos = [m for m in retry["plan"] if m["kind"] == "video"]
+    assert failed_videos and len(retry_videos) == len(failed_videos), (failed, retry)
+    floor = False
+    for before, after in zip(failed_videos, retry_videos, strict=True):
+        if allow_floor and after["case"] >= 4 and after["frames"] <= 4:
+            assert after["total_tokens"] <= before["total_tokens"], (before, after)
+            floor = True
+            continue
+        assert after["total_tokens"] <= shrink * before["total_tokens"], (before, after)
+        assert (
+            after["frames"] * after["height"] * after["width"] < before["frames"] * before["height"] * before["width"]
+        )
+    if floor:
+        assert retry["input_tokens"] <= failed["input_tokens"], (failed["input_tokens"], retry["input_tokens"])
+    else:
+        assert retry["input_tokens"] < failed["input_tokens"], (failed["input_tokens"], retry["input_tokens"])

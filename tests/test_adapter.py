@@ -104,9 +104,35 @@ def test_generation_kwargs_are_honoured(model, media, tmp_path):
         0
     ]
     assert beams.text and sampled.text
-    # An unknown generation kwarg is one error before the first sample, not one recorded failure per sample.
-    with pytest.raises(ConfigError, match="frobnicate"):
+    hf_keys = {"max_new_tokens": 4, "top_k": 5, "repetition_penalty": 1.2, "min_new_tokens": 2, "use_cache": "true",
+               "length_penalty": 1.0, "no_repeat_ngram_size": 3, "early_stopping": False, "top_p": None}  # fmt: skip
+    extra = model.generate_until(requests(model, docs, hf_keys))[0]
+    assert not extra.text.startswith(FAILURE_PREFIX), extra.text
+
+
+def test_an_unknown_generation_key_is_one_error_before_the_first_sample(model, media):
+    """Catches a bad key becoming one recorded failure per sample (the adapter not calling
+    ``generation.check_generation_kwargs`` first): then no error is raised and two failed records are written."""
+    docs = [{"question": "Describe.", "visuals": [media["video"]]}] * 2
+    journal = model.provenance.samples_path
+    before = journal.read_text()
+    with pytest.raises(ConfigError, match=r"task t: unsupported generation_kwargs: frobnicate; supported: .*top_k"):
         model.generate_until(requests(model, docs, {"max_new_tokens": 4, "frobnicate": 1}))
+    assert journal.read_text() == before, "a sample was run before the error"
+
+
+def test_data_parallel_padding_is_not_computed_or_recorded(model, media):
+    """lmms-eval 0.7.3 marks rank padding with ``metadata["__padding_only__"]``. Catches padding being generated
+    and journalled (the check at the top of ``generate_until`` removed): then the journal gains two records."""
+    docs = [{"question": "Describe.", "visuals": [media["video"]]}]
+    real, padding = requests(model, docs) * 2
+    padding = Instance("generate_until", padding.arguments, 1, {**padding.metadata, "__padding_only__": True})
+    journal = model.provenance.samples_path
+    before = len(journal.read_text().splitlines())
+    answers = model.generate_until([real, padding])
+    assert not answers[0].text.startswith(FAILURE_PREFIX) and answers[0].token_counts.input_tokens > 0
+    assert answers[1].text == "" and answers[1].token_counts.input_tokens == 0
+    assert len(journal.read_text().splitlines()) == before + 1
 
 
 def test_task_video_policy_reaches_the_plan_and_not_generate(model, media):
@@ -243,10 +269,35 @@ def test_an_image_only_request_is_retried_smaller_after_out_of_memory(model, mon
     assert second["input_tokens"] < first["input_tokens"]
 
 
-def test_data_parallel_padding_clones_are_not_computed_or_recorded(model, media):
-    instances = requests(model, [{"question": "Q", "visuals": [media["video"]]}] * 2)
-    instances[1].metadata["__padding_only__"] = True
-    before = len(records(model.provenance.folder.parent))
+def test_a_doc_to_visual_that_raises_or_exits_fails_its_sample_only(model, media):
+    """Some lmms-eval tasks raise or call ``sys.exit`` in ``doc_to_visual`` on a missing video. Catches either escaping
+    the sample: with ``SystemExit`` no longer caught (``except Exception`` in ``inputs.unpack_request``) the whole
+    ``generate_until`` stopped with SystemExit and this test failed."""
+    import sys
+
+    def doc_to_visual(doc):
+        if doc["fault"] == "raise":
+            raise FileNotFoundError("/data/videos/missing.mp4")
+        if doc["fault"] == "exit":
+            sys.exit("video not found")
+        return [media["video"]]
+
+    docs = [{"fault": "raise"}, {"fault": "exit"}, {"fault": None}]
+    model.task_dict = {"t": {"test": docs}}
+    instances = [
+        Instance(
+            "generate_until",
+            ("Q", {"max_new_tokens": 4}, doc_to_visual, i, "t", "test"),
+            i,
+            {"task": "t", "doc_id": i, "repeats": 1},
+        )  # fmt: skip
+        for i in range(3)
+    ]
+    journal = model.provenance.samples_path
+    before = len(journal.read_text().splitlines())
     answers = model.generate_until(instances)
-    assert len(answers) == 2 and not answers[0].text.startswith(FAILURE_PREFIX)
-    assert len(records(model.provenance.folder.parent)) == before + 1
+    assert answers[0].text.startswith(FAILURE_PREFIX) and "FileNotFoundError" in answers[0].text
+    assert answers[1].text.startswith(FAILURE_PREFIX) and "SystemExit: video not found" in answers[1].text
+    assert not answers[2].text.startswith(FAILURE_PREFIX)
+    written = [json.loads(line) for line in journal.read_text().splitlines()[before:]]
+    assert [r["status"] for r in written] == ["failed", "failed", "answered"]

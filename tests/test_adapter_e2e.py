@@ -9,6 +9,7 @@ import pytest
 from e2e import (
     FAULT_RUNNER,
     answer_of,
+    assert_retry_shrank,
     lmms_eval,
     lmms_eval_args,
     logged_samples,
@@ -77,16 +78,26 @@ def test_two_runs_feed_bit_identical_inputs(first_run, tiny_7b, task_dir, tmp_pa
     assert first == second
 
 
-def test_injected_out_of_memory_is_retried_smaller_and_recorded(tiny_7b, task_dir, tmp_path):
+def test_injected_out_of_memory_is_retried_smaller_and_recorded(tiny_7b, tmp_path):
+    """The OOM is raised inside ``generate`` (tests/fault_runner.py), after the failed attempt recorded its plan; the
+    retry must feed fewer input tokens and a video plan at most ``oom_shrink`` (0.7) of the failed one's tokens. The
+    videos are long enough (20 s) that a 0.7x plan exists above the policy's smallest (4 frames).
+
+    Catches a retry that re-plans at full size: with the re-plan disabled by hand (``budget_scale < 1.0`` branch of
+    ``inputs.plan_request`` skipped), the retry fed as many input tokens as the failed attempt and this test failed
+    at ``retry["input_tokens"] < failed["input_tokens"]``.
+    """
+    videos = [("a.mp4", 320, 240, 10.0, 20.0, True), ("b.mp4", 200, 120, 10.0, 3.0, False), ("c.mkv", 256, 144, 10.0, 20.0, False)]  # fmt: skip
+    task = write_demo_task(tmp_path / "task", videos)
     spec = json.dumps({"oom_first_attempt": [0, 2]})
-    args = lmms_eval_args(tiny_7b, task_dir, tmp_path, "resume=false,oom_retries=2")
+    args = lmms_eval_args(tiny_7b, task, tmp_path, "resume=false,oom_retries=2")
     run([sys.executable, str(FAULT_RUNNER), spec, *args], cwd=tmp_path)
     records = {r["doc_id"]: r for r in provenance(tmp_path)}
     for doc_id in (0, 2):
         attempts = records[doc_id]["attempts"]
         assert [a["outcome"] for a in attempts] == ["out_of_memory", "answered"]
-        assert attempts[1]["budget_scale"] < attempts[0]["budget_scale"]
-        assert records[doc_id]["tokens"]["budget"] < records[1]["tokens"]["budget"] + 100
+        assert_retry_shrank(attempts[0], attempts[1], shrink=0.7, allow_floor=False)
+        assert records[doc_id]["tokens"]["input"] == attempts[1]["input_tokens"]
     assert [a["outcome"] for a in records[1]["attempts"]] == ["answered"]
     assert results(tmp_path)["results"]["omni_demo"]["omni_failed,none"] == 0
 

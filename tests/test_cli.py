@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hostile_media as hm
 import numpy as np
 import pytest
 
@@ -88,9 +89,9 @@ def test_plan_json_total_equals_what_the_processor_produces(processor, tmp_path,
 def test_plan_of_an_unreadable_file_exits_2_with_one_line_naming_it(tmp_path, make):
     path = tmp_path / "bad.mp4"
     if make == "text":
-        sm.write_text_as_video(path)
+        hm.write_text_as_video(path)
     elif make == "zero":
-        sm.write_zero_byte_file(path)
+        hm.write_zero_byte_file(path)
     result = omni_lmms("plan", str(path), "--json")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

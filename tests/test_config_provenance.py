@@ -42,20 +42,17 @@ def test_task_overrides_never_reach_generate_and_may_raise_min_frames_past_the_f
 def test_the_journal_survives_a_line_cut_short_by_a_killed_process(tmp_path):
     writer = ProvenanceWriter(tmp_path, 0)
     writer.write(record(0))
-    writer.close()
     with open(writer.samples_path, "a") as handle:
         handle.write(record(1).to_json()[:40])  # killed mid-write
     resumed = ProvenanceWriter(tmp_path, 0)
     assert resumed.finished("c", "r0") is not None and resumed.finished("c", "r1") is None
     resumed.write(record(1))
-    resumed.close()
     assert [r.doc_id for r in read_records([writer.samples_path])] == [0, 1]
 
 
 def test_failed_samples_are_not_served_on_resume(tmp_path):
     writer = ProvenanceWriter(tmp_path, 0)
     writer.write(record(0, status="failed"))
-    writer.close()
     assert ProvenanceWriter(tmp_path, 0).finished("c", "r0") is None
 
 

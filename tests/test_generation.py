@@ -78,8 +78,40 @@ def test_generation_params_translate_lmms_kwargs_once():
     assert params.to_hf()["do_sample"] is False
     assert gen.GenerationParams.from_lmms({"temperature": 0.7}, 32).to_hf()["temperature"] == 0.7
     assert params.cut_at_stop("B\n\nbecause") == "B"
-    with pytest.raises(ConfigError, match="unsupported generation_kwargs: bogus"):
+    with pytest.raises(ConfigError, match="unsupported generation_kwargs: bogus; supported: .*repetition_penalty"):
         gen.GenerationParams.from_lmms({"bogus": 1}, 32)
+    with pytest.raises(ConfigError, match=r"top_k='many' must be int"):
+        gen.GenerationParams.from_lmms({"top_k": "many"}, 32)
+
+
+def test_every_accepted_generation_key_is_one_generate_understands():
+    """The keys GenerationParams passes are attributes of transformers' GenerationConfig."""
+    from transformers import GenerationConfig
+
+    given = {"top_k": "5", "top_p": 0.9, "min_p": 0.1, "typical_p": 0.95, "repetition_penalty": 1.1,
+             "length_penalty": 0.8, "no_repeat_ngram_size": 2, "min_new_tokens": 3, "use_cache": "false",
+             "early_stopping": True}  # fmt: skip
+    sampled = gen.GenerationParams.from_lmms({**given, "temperature": 0.5}, 16).to_hf()
+    config = GenerationConfig()
+    for key in sampled:
+        assert hasattr(config, key), key
+    assert sampled["top_k"] == 5 and sampled["use_cache"] is False and sampled["min_new_tokens"] == 3
+    greedy = gen.GenerationParams.from_lmms(given, 16).to_hf()
+    assert greedy["top_k"] is None and greedy["top_p"] is None and "min_p" not in greedy
+    assert greedy["repetition_penalty"] == 1.1 and greedy["no_repeat_ngram_size"] == 2
+
+
+def test_generation_keys_reach_generate(thinker, processor):
+    """``no_repeat_ngram_size=1`` forbids any repeated token in the answer. Catches
+    GenerationParams dropping the extra keys (then the tiny model repeats tokens and this fails)."""
+    batch = _video_inputs(processor)
+    plain = gen.GenerationParams.from_lmms({"max_new_tokens": 24}, 24)
+    strict = gen.GenerationParams.from_lmms({"max_new_tokens": 24, "no_repeat_ngram_size": 1}, 24)
+    with torch.inference_mode():
+        repeated = thinker.generate(**batch, use_audio_in_video=True, **plain.to_hf())[0, batch["input_ids"].shape[1] :]
+        unique = thinker.generate(**batch, use_audio_in_video=True, **strict.to_hf())[0, batch["input_ids"].shape[1] :]
+    assert len(set(repeated.tolist())) < repeated.numel(), "precondition: the tiny model repeats itself"
+    assert len(set(unique.tolist())) == unique.numel()
 
 
 class Staged:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import av
+import hostile_media as hm
 import numpy as np
 import pytest
 from test_media import reference
@@ -72,22 +73,22 @@ def test_audio_signal_callable_and_stereo(tmp_path):
 
 
 def test_odd_and_bad_files(tmp_path):
-    one = sm.write_one_frame_video(tmp_path / "one.mp4")
+    one = hm.write_one_frame_video(tmp_path / "one.mp4")
     assert len(reference(one)) == 1
-    wide = sm.write_extreme_aspect_video(tmp_path / "wide.mp4")
-    wider = sm.write_extreme_aspect_video(tmp_path / "wider.mp4", width=5000)
+    wide = hm.write_extreme_aspect_video(tmp_path / "wide.mp4")
+    wider = hm.write_extreme_aspect_video(tmp_path / "wider.mp4", width=5000)
     with av.open(str(wide)) as a, av.open(str(wider)) as b:
         assert (a.streams.video[0].width, a.streams.video[0].height) == (1000, 24)
         assert b.streams.video[0].width / b.streams.video[0].height > 200
-    silent = sm.write_video_without_audio(tmp_path / "silent.mp4", duration=0.5)
+    silent = hm.write_video_without_audio(tmp_path / "silent.mp4", duration=0.5)
     with av.open(str(silent)) as container:
         assert not container.streams.audio
-    assert sm.write_zero_byte_file(tmp_path / "empty.mp4").stat().st_size == 0
-    text = sm.write_text_as_video(tmp_path / "text.mp4")
+    assert hm.write_zero_byte_file(tmp_path / "empty.mp4").stat().st_size == 0
+    text = hm.write_text_as_video(tmp_path / "text.mp4")
     assert text.read_text().startswith("this is a text file")
-    cut = sm.truncate_file(silent, tmp_path / "cut.mp4", keep=0.5)
+    cut = hm.truncate_file(silent, tmp_path / "cut.mp4", keep=0.5)
     assert cut.stat().st_size == silent.stat().st_size // 2
-    noisy = sm.corrupt_file(silent, tmp_path / "noisy.mp4", start=0.2, end=0.8)
+    noisy = hm.corrupt_file(silent, tmp_path / "noisy.mp4", start=0.2, end=0.8)
     assert noisy.stat().st_size == silent.stat().st_size and noisy.read_bytes() != silent.read_bytes()
 
 

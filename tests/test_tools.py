@@ -16,10 +16,12 @@ import pytest
 from e2e import lmms_eval_args, logged_samples, provenance
 from PIL import Image
 
+from omni_lmms_plugin.bundle import check_bundle
 from omni_lmms_plugin.cli import main
 from omni_lmms_plugin.demo import offline_env, write_demo_task
 from omni_lmms_plugin.provenance import SampleRecord
-from omni_lmms_plugin.report import check_bundle, dedupe_records, load_run, summarize
+from omni_lmms_plugin.report import summarize
+from omni_lmms_plugin.runs import dedupe_records, load_run
 
 pytestmark = pytest.mark.slow
 
@@ -185,6 +187,27 @@ def test_verify_names_an_edited_input_hash_and_score(runs, tmp_path, capsys):
     assert len(provenance(run)) == 4
 
 
+def test_verify_names_a_changed_dataset_commit_and_media_file(runs, tmp_path, capsys):
+    """The manifest lists the media files each task read, with fingerprints, and the dataset's commit; verify reports
+    a difference in either. Catches verify ignoring them (the dataset loop of ``compare.compare_runs`` removed: then
+    this verify reported the runs identical)."""
+    manifest = json.loads((runs["a"] / "omni_provenance" / "manifest_rank0.json").read_text())
+    demo = manifest["datasets"]["omni_demo"]
+    assert set(demo["media_files"]["files"]) == {"a.mp4", "b.mkv", "c.webm", "d.mp4"}
+    assert demo["commit"] is None, "a local JSON task has no Hub commit"
+    assert manifest["weight_sha256"] and manifest["weight_sha256_source"] in ("computed", "cache", "cache+computed")
+    run = _copy(runs["b"], tmp_path / "b")
+    path = run / "omni_provenance" / "manifest_rank0.json"
+    edited = json.loads(path.read_text())
+    edited["datasets"]["omni_demo"].update(repo="org/data", commit="f" * 40)
+    edited["datasets"]["omni_demo"]["media_files"]["files"]["c.webm"] = "0" * 64
+    path.write_text(json.dumps(edited))
+    assert main(["verify", str(runs["a"]), str(run)]) == 1
+    out = capsys.readouterr().out
+    assert 'omni_demo: dataset: A=[null, null]  B=["org/data", "ffff' in out
+    assert "omni_demo: media file c.webm: A=" in out and "B='0000" in out
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # preflight
 # ---------------------------------------------------------------------------------------------------------------------
@@ -209,6 +232,7 @@ def test_preflight_plans_every_sample_as_the_run_did_and_lists_an_unreadable_fil
     assert summary["requests"] == 5 and summary["planned"] == 4
     assert [u["doc_id"] for u in summary["unreadable"]] == [4]
     assert "not a media file" in summary["unreadable"][0]["error"]
+
     # Preflight's plan of every sample is the one the real run executed (one planner, the same processor): the same
     # input tokens, and per video the same frame indices, size, audio span and rule.
     def video_view(entry: dict) -> tuple:

@@ -1,0 +1,93 @@
+"""Host memory under hostile video files: the loader's peak RSS, measured in a fresh subprocess (libav allocates
+outside Python, where tracemalloc cannot see), stays within the planned frames plus a stated decoder overhead."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import hostile_media as hm
+import pytest
+
+MIB = 2**20
+# The decoder's own working set. With frame threading FFmpeg starts min(CPUs + 1, 16) threads for a decoder
+# (libavcodec/pthread.c, MAX_AUTO_THREADS), each holding its picture in flight and the references it reads; measured
+# on 2 CPUs (3 threads): about 9 pictures at the file's coded size in YUV 4:2:0. The bound allows 3 per thread plus
+# 2, and a fixed 64 MiB for libav's contexts, swscale and Python objects.
+FRAME_THREADS = min(len(os.sched_getaffinity(0)) + 1, 16)
+DECODER_PICTURES = 3 * FRAME_THREADS + 2
+FIXED_OVERHEAD = 64 * MIB
+BUDGET_TOKENS = 30_000  # a video's share of a 32k context
+
+# Runs in a fresh interpreter: plan the file (metadata only), reset the peak-RSS mark, then probe, plan and decode it
+# as the adapter does; report the planned frame bytes, the coded picture size and how far RSS rose above its start.
+_CHILD = r"""
+import json, sys
+from omni_lmms_plugin import media
+from omni_lmms_plugin.errors import MediaError
+
+def status_kib(field):
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith(field + ":"))
+
+path, budget = sys.argv[1], int(sys.argv[2])
+planned = coded = 0
+try:
+    info = media.probe(path)
+    coded = info.coded_width * info.coded_height * 3 // 2
+    plan = media.plan_for(info, budget)
+    planned = plan.frames * plan.height * plan.width * 3
+except MediaError:
+    pass
+with open("/proc/self/clear_refs", "w") as handle:
+    handle.write("5")  # reset VmHWM to the current RSS
+start = status_kib("VmRSS")
+try:
+    loaded = media.load_video(path, budget=budget)
+    outcome = f"{loaded.frames.shape[0]} frames, {loaded.decoded_frames} decoded"
+except MediaError as error:
+    outcome = f"MediaError: {error}"
+rise = (status_kib("VmHWM") - start) * 1024
+print(json.dumps({"planned": planned, "coded_picture": coded, "rise": rise, "outcome": outcome}))
+"""
+
+
+def peak_rss_rise(path) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), str(BUDGET_TOKENS)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("hostile")
+    return {
+        # 8K frames: each decoded picture is 50 MB (YUV) or 100 MB (RGB).
+        "8k": hm.write_static_video(folder / "8k.mp4", width=7680, height=4320, frames=24),
+        # A decompression bomb with the longest GOP: 300 4K frames, one keyframe, about 40 KB on disk and 3.7 GB
+        # decoded; every frame must be decoded to reach the planned ones.
+        "bomb": hm.write_static_video(folder / "bomb.mp4", width=3840, height=2160, frames=300, gop=300),
+        # A header claiming 60000x60000 frames (5.4 GB each) in a 4 KB file.
+        "size_claim": hm.write_size_claim(folder / "claim.y4m"),
+        # A stream claiming 1e9 seconds at 30 fps: 3e10 frames.
+        "duration_claim": hm.write_duration_claim(folder / "forever.mkv"),
+    }
+
+
+@pytest.mark.parametrize("name", ["8k", "bomb", "size_claim", "duration_claim"])
+def test_a_hostile_file_cannot_exhaust_host_memory(hostile, name):
+    """Peak RSS while loading stays under planned frames + ``DECODER_PICTURES`` coded pictures + 64 MiB, whatever
+    the file claims or decodes to.
+
+    Catches a loader that holds decoded frames: with ``media._Decoder.frames`` changed by hand to keep every frame it
+    yields (appended to a list on the decoder), the 8k case rose by 1402 MB (bound 621 MB) and the bomb by 3801 MB
+    (bound 238 MB) on 2 CPUs, and both failed. The two claim cases end in MediaError before decoding; they guard
+    against buffers sized from what a header claims (not shown by a hand-made breakage).
+    """
+    measured = peak_rss_rise(hostile[name])
+    bound = measured["planned"] + DECODER_PICTURES * measured["coded_picture"] + FIXED_OVERHEAD
+    assert measured["rise"] < bound, (measured, bound)
