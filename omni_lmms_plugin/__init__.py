@@ -11,6 +11,7 @@ from typing import Any
 
 from .budget import TokenBudget, VideoPlan, VideoPolicy, plan_video
 from .errors import BudgetError, ConfigError, DecodeTimeoutError, MediaError, OmniPluginError
+from .subtitles import SUBTITLE_PLACEHOLDER, SubtitleTrack
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,8 @@ __all__ = [
     "VideoPlan",
     "VideoPolicy",
     "plan_video",
+    "SubtitleTrack",
+    "SUBTITLE_PLACEHOLDER",
     "OmniPluginError",
     "ConfigError",
     "BudgetError",

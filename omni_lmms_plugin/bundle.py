@@ -21,13 +21,16 @@ def _sha256(data: bytes) -> str:
 
 
 def write_bundle(run: RunFolder, out: str | Path, extra_files: Iterable[Path] = ()) -> Path:
-    """One ``.tar.gz`` with the results, the samples files, every manifest and provenance journal, ``extra_files``
-    (the report and its plots), and ``SHA256SUMS`` over all of them; paths inside are relative to the run folder,
-    under one top folder named after the archive."""
+    """One ``.tar.gz`` with the results, the samples files, every manifest and provenance journal, the benchmark
+    submission files (``<run>/submissions/*.json``, e.g. EgoSchema's), ``extra_files`` (the report and its plots), and
+    ``SHA256SUMS`` over all of them; paths inside are relative to the run folder, under one top folder named after the
+    archive."""
     out = Path(out)
     top = out.name.removesuffix(".gz").removesuffix(".tar").removesuffix(".tgz") or "bundle"
     members: list[tuple[str, bytes]] = []
-    for path in [run.results_path, *run.sample_paths, *run.manifest_paths, *run.provenance_paths, *extra_files]:
+    submissions = sorted((run.path / "submissions").glob("*.json"))
+    paths = [run.results_path, *run.sample_paths, *run.manifest_paths, *run.provenance_paths, *submissions]
+    for path in [*paths, *extra_files]:
         path = Path(path)
         try:
             name = path.resolve().relative_to(run.path.resolve()).as_posix()

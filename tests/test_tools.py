@@ -97,6 +97,16 @@ def test_report_prints_scores_writes_a_plot_and_a_bundle_whose_checksums_verify(
     assert any(n.endswith("_results.json") for n in names) and any("_samples_omni_demo" in n for n in names)
     assert {"omni_report/report.json", "omni_report/peak_memory.png", "omni_report/sample_time.png"} <= names
 
+    # A benchmark submission file beside the results (EgoSchema's) travels in the bundle.
+    run = _copy(runs["a"], tmp_path / "with_submission")
+    (run / "submissions").mkdir()
+    (run / "submissions" / "omni_egoschema_20261130.json").write_text('{"q1": 2}')
+    with_submission = tmp_path / "with_submission.tar.gz"
+    assert main(["report", str(run), "--output", str(tmp_path / "report2"), "--bundle", str(with_submission)]) == 0
+    assert check_bundle(with_submission) == []
+    with tarfile.open(with_submission) as archive:
+        assert any(m.name.endswith("submissions/omni_egoschema_20261130.json") for m in archive.getmembers())
+
     # A tampered bundle is caught.
     broken = tmp_path / "broken.tar.gz"
     with tarfile.open(bundle) as source, tarfile.open(broken, "w:gz") as target:
