@@ -414,6 +414,32 @@ def test_every_task_runs_end_to_end(e2e_home, task_listing, tmp_path):
         assert subtitles["tokens"] > 0 and record["tokens"]["prompt"] >= subtitles["tokens"]
         assert record["tokens"]["input"] + 8 <= 32_768
 
+    # Preflight predicts, for every sample of every mini dataset, the plan the adapter then executed: the same input
+    # tokens and, per video, the same frame indices, size, audio span and rule (one Planner serves both).
+    output = tmp_path / "preflight.json"
+    preflight = subprocess.run(
+        [sys.executable, "-m", "omni_lmms_plugin.cli", "preflight", "--tasks", ",".join(tasks), "--model_args",
+         f"pretrained={checkpoint},max_new_tokens=8", "--include-path", str(TASKS_DIR), "--limit", "3",
+         "--output", str(output), "--no-plots"],
+        capture_output=True, text=True, timeout=300, env=minidatasets.offline_env(e2e_home),
+    )  # fmt: skip
+    assert preflight.returncode == 0, preflight.stderr[-3000:]
+
+    def video_view(entry: dict) -> tuple:
+        return (entry["frame_indices"], entry["width"], entry["height"], entry["audio_seconds"], entry["rule"])
+
+    executed = {
+        (r["task"], r["doc_id"]): (r["tokens"]["input"], [video_view(m) for m in r["media"] if m["kind"] == "video"])
+        for r in provenance
+        if r["status"] == "answered"
+    }
+    predicted = {
+        (row["task"], row["doc_id"]): (row["input_tokens"], [video_view(v) for v in row["videos"]])
+        for row in json.loads(output.read_text())["samples"]
+        if row["status"] == "planned"
+    }
+    assert executed and {key: predicted.get(key) for key in executed} == executed
+
     # MVBench episodic_reasoning stores each video as a folder of 3 fps frames: planned like a file, first and last in.
     (episodic,) = [r for r in provenance if r["task"] == "omni_mvbench_episodic_reasoning"]
     folder_video = episodic["media"][0]
