@@ -255,8 +255,8 @@ class PlannedVideo:
 
     def to_record(self) -> dict[str, Any]:
         notes = list(self.plan.notes)
-        if self.audio_in_video is False and self.info.has_audio and self.plan.audio_samples == 0:
-            notes.append("the file's audio track is not fed (use_audio_in_video)")
+        if self.audio_in_video and not self.info.has_audio:
+            notes.append("audio-in-video requested but the file has no audio track")
         source = self.source if isinstance(self.source, str) else f"{len(self.source)} frame paths"
         return {
             "kind": "video",

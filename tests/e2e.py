@@ -58,9 +58,9 @@ def assert_retry_shrank(failed: dict, retry: dict, shrink: float, *, allow_floor
     """The attempt after an out-of-memory error (``failed`` and ``retry`` are attempt records of provenance) fed
     fewer input tokens, and each video's plan used at most ``shrink`` of the failed plan's tokens and fewer pixels.
 
-    With ``allow_floor``, a video may instead be at the smallest plan the policy allows (case 4 or 5 of
-    ``budget.plan_video`` at ``min_frames`` = 4 frames or fewer) and no larger than before: a plan that short cannot
-    shrink by the factor.
+    With ``allow_floor``, a video may instead be at the smallest plan the policy allows (rule ``fewer_frames`` or
+    ``shorter_audio`` of ``budget.plan_video`` at ``min_frames`` = 4 frames or fewer) and no larger than before: a plan
+    that short cannot shrink by the factor.
     """
     assert retry["budget_scale"] < failed["budget_scale"]
     failed_videos = [m for m in failed["plan"] if m["kind"] == "video"]
@@ -68,7 +68,7 @@ def assert_retry_shrank(failed: dict, retry: dict, shrink: float, *, allow_floor
     assert failed_videos and len(retry_videos) == len(failed_videos), (failed, retry)
     floor = False
     for before, after in zip(failed_videos, retry_videos, strict=True):
-        if allow_floor and after["case"] >= 4 and after["frames"] <= 4:
+        if allow_floor and after["rule"] in ("fewer_frames", "shorter_audio") and after["frames"] <= 4:
             assert after["total_tokens"] <= before["total_tokens"], (before, after)
             floor = True
             continue
