@@ -297,17 +297,26 @@ class StageTracker(MemTracker):
 
 
 def trace_case(thinker: torch.nn.Module, case: Case, *, all_blocks: bool = False) -> dict[str, int]:
-    """Traced bytes of one request (inside :func:`fake_thinker_mode`): ``peak`` over the request, ``weights``
-    (parameters and buffers), ``inputs`` (what the batch holds for the whole call) and the peak of each stage with
-    everything alive at the time (``audio_stage``, ``vision_stage``, ``prefill``, ``decode``). The towers run
+    """Traced bytes of one request (inside :func:`fake_thinker_mode`); see :func:`run_request`. The towers run
     :func:`representative_blocks` unless ``all_blocks``."""
     tracker = StageTracker()
     tracker.track_external(thinker)
+    with tracker, nullcontext() if all_blocks else representative_blocks(thinker):
+        return run_request(thinker, case, tracker)
+
+
+def run_request(thinker: torch.nn.Module, case: Case, meter: Any) -> dict[str, int]:
+    """Run one request the way the thinker's ``generate`` does, stage by stage, and return the bytes ``meter`` saw:
+    ``peak`` over the request, ``weights`` (alive before it), ``inputs`` (the batch, alive throughout) and the peak
+    of each stage (``audio_stage``, ``vision_stage``, ``prefill``, ``decode``) with everything alive at the time.
+    ``meter`` has ``live_bytes()``, ``stage(function, *args, **kwargs) -> (result, peak)`` and ``request_peak``
+    (:class:`StageTracker` under fake tensors, ``benchmarks/gpu_memory.py``'s CUDA meter on a GPU). Tensors are
+    created on the default device."""
     peaks: dict[str, int] = {}
     inner = thinker.model
     length = case.sequence_length
-    with tracker, torch.no_grad():
-        weights = tracker.live_bytes()
+    with torch.no_grad():
+        weights = meter.live_bytes()
         # The batch the adapter moves to the device; it stays alive until generate returns.
         patches = case.grids * 4 * FRAME_CELLS[0] * FRAME_CELLS[1]
         batch = {
@@ -319,31 +328,30 @@ def trace_case(thinker: torch.nn.Module, case: Case, *, all_blocks: bool = False
         if case.audio_in_video:  # padded to 300 s by the feature extractor, with its int32 frame mask
             batch["input_features"] = torch.empty(1, _MEL_BINS, _AUDIO_PAD_FRAMES, dtype=torch.bfloat16)
             batch["feature_attention_mask"] = torch.ones(1, _AUDIO_PAD_FRAMES, dtype=torch.int32)
-        inputs = tracker.live_bytes() - weights
+        inputs = meter.live_bytes() - weights
 
         # The order of the thinker's forward: text embeddings, audio tower, vision tower, each merged in turn.
         embeds = inner.get_input_embeddings()(batch["input_ids"])
-        with nullcontext() if all_blocks else representative_blocks(thinker):
-            if case.audio_in_video:
-                # get_audio_features copies the valid frames out of the padded features (a boolean index there).
-                valid = batch["input_features"][0, :, : case.audio_frames].contiguous()
-                lengths = torch.tensor([case.audio_frames])
-                after_cnn, _ = inner.audio_tower._get_feat_extract_output_lengths(lengths)
-                audio, peaks["audio_stage"] = tracker.stage(
-                    inner.audio_tower, valid, feature_lens=lengths, aftercnn_lens=after_cnn
-                )
-                del valid
-                embeds = embeds.masked_scatter(_placeholder_mask(embeds), audio.last_hidden_state)
-                del audio
-            video, peaks["vision_stage"] = tracker.stage(
-                inner.get_video_features, batch["pixel_values_videos"], batch["video_grid_thw"]
+        if case.audio_in_video:
+            # get_audio_features copies the valid frames out of the padded features (a boolean index there).
+            valid = batch["input_features"][0, :, : case.audio_frames].contiguous()
+            lengths = torch.tensor([case.audio_frames])
+            after_cnn, _ = inner.audio_tower._get_feat_extract_output_lengths(lengths)
+            audio, peaks["audio_stage"] = meter.stage(
+                inner.audio_tower, valid, feature_lens=lengths, aftercnn_lens=after_cnn
             )
+            del valid
+            embeds = embeds.masked_scatter(_placeholder_mask(embeds), audio.last_hidden_state)
+            del audio
+        video, peaks["vision_stage"] = meter.stage(
+            inner.get_video_features, batch["pixel_values_videos"], batch["video_grid_thw"]
+        )
         video = torch.cat(video.pooler_output, dim=0)
         embeds = embeds.masked_scatter(_placeholder_mask(embeds), video)
         del video
 
         positions = torch.zeros(3, 1, length, dtype=torch.long)
-        output, peaks["prefill"] = tracker.stage(thinker, inputs_embeds=embeds, position_ids=positions, use_cache=True)
+        output, peaks["prefill"] = meter.stage(thinker, inputs_embeds=embeds, position_ids=positions, use_cache=True)
         # generate's first step: a float32 copy of the last position's logits, then the prefill output goes.
         scores = output.logits[:, -1].to(copy=True, dtype=torch.float32)
         cache = output.cache
@@ -352,13 +360,11 @@ def trace_case(thinker: torch.nn.Module, case: Case, *, all_blocks: bool = False
         for step in range(DECODE_STEPS):
             token = inner.get_input_embeddings()(torch.zeros(1, 1, dtype=torch.long))
             position = torch.full((3, 1, 1), length + step, dtype=torch.long)
-            output, peak = tracker.stage(
-                thinker, inputs_embeds=token, position_ids=position, cache=cache, use_cache=True
-            )
+            output, peak = meter.stage(thinker, inputs_embeds=token, position_ids=position, cache=cache, use_cache=True)
             peaks["decode"] = max(peaks["decode"], peak)
             cache = output.cache
             del output
-    return {"peak": tracker.request_peak, "weights": weights, "inputs": inputs, **peaks}
+    return {"peak": meter.request_peak, "weights": weights, "inputs": inputs, **peaks}
 
 
 def _placeholder_mask(embeds: torch.Tensor) -> torch.Tensor:
