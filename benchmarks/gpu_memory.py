@@ -160,12 +160,16 @@ def measure_grid(setup: Setup, models: list[str], sequences: tuple[int, ...], tr
 def _measure(setup: Setup, thinker: torch.nn.Module, case: trace.Case) -> dict[str, Any]:
     meter = setup.meter()
     started = time.perf_counter()
+    failure = None
     try:
         with torch.device(setup.device):
             measured = trace.run_request(thinker, case, meter)
     except torch.cuda.OutOfMemoryError as error:
+        failure = str(error).splitlines()[0][:200]
+    if failure is not None:
+        # Out of the except block, so the traceback's frames (and the tensors they hold) are gone.
         _free(setup)
-        return {"outcome": "out_of_memory", "error": str(error).splitlines()[0][:200]}
+        return {"outcome": "out_of_memory", "error": failure}
     result = {"outcome": "measured", "allocated": measured["peak"], "reserved": meter.reserved_peak}
     if not setup.dry_run:
         free, total = torch.cuda.mem_get_info(setup.device)
@@ -197,6 +201,7 @@ def oom_recovery(setup: Setup, model: str, cap_gib: float, folder: Path) -> dict
         provenance_dir=str(folder / "provenance"),
         resume=False,
         use_audio_in_video=True,
+        oom_retries=5,  # 20 GiB holds the 7B's weights and a plan of about a third of the full context
     )
     if not setup.dry_run:
         total = torch.cuda.get_device_properties(setup.device).total_memory
