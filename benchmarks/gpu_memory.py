@@ -87,13 +87,12 @@ class Setup:
     """Where and at what size the run happens."""
 
     device: torch.device
-    dry_run: bool
-    layers: int | None  # None: the real depths
+    dry_run: bool  # the tiny checkpoint's shapes on the CPU
 
     def config(self, model: str, *, attention: str) -> Any:
         if self.dry_run:
             return _tiny_thinker_config(model, attention=attention)
-        return trace.thinker_config(model, attention=attention, layers=self.layers)
+        return trace.thinker_config(model, attention=attention)
 
     def meter(self) -> CudaMeter | CpuMeter:
         return CpuMeter() if self.dry_run else CudaMeter(self.device)
@@ -321,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and not torch.cuda.is_available():
         print("no CUDA device: run on a GPU, or pass --dry-run to check the script on the CPU", file=sys.stderr)
         return 2
-    setup = Setup(device=torch.device("cpu" if args.dry_run else "cuda"), dry_run=args.dry_run, layers=None)
+    setup = Setup(device=torch.device("cpu" if args.dry_run else "cuda"), dry_run=args.dry_run)
     sequences = _DRY_RUN_SEQUENCES if args.dry_run else tuple(args.sequences)
     command = " ".join(["python benchmarks/gpu_memory.py", *(argv if argv is not None else sys.argv[1:])])
     started = time.perf_counter()
