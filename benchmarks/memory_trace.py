@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -39,8 +40,9 @@ from torch.distributed._tools.mem_tracker import MemTracker
 from torch.utils._pytree import tree_map_only
 from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
+from omni_lmms_plugin import budget
 from omni_lmms_plugin.generation import install_grouped_vision_encoding, install_last_position_logits
-from omni_lmms_plugin.memory import GIB, MemoryEstimate, ModelDims, estimate_peak_memory
+from omni_lmms_plugin.memory import GIB, MEL_BINS, PATCH_VALUES, MemoryEstimate, ModelDims, estimate_peak_memory
 
 # The thinker configurations, written out so that nothing is downloaded.
 # 7B: Qwen/Qwen2.5-Omni-7B config.json (thinker_config), as recorded in /work/shared/design/qwen_omni_facts.md and
@@ -91,22 +93,19 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 # The request shape: frames resized to 336x644 (what qwen-omni-utils picks for a long 720p clip, 12 x 23 = 276
-# tokens per 2-frame temporal grid), sampled at 2 fps so one grid is one second (25 audio tokens, 100 mel frames),
-# a 64-token prompt and DECODE_STEPS generated tokens.
-FRAME_CELLS = (12, 23)
+# tokens per 2-frame temporal grid), sampled at 2 fps so one grid is one second of audio, a 64-token prompt and
+# DECODE_STEPS generated tokens. Token counts are omni_lmms_plugin.budget's.
+FRAME_SIZE = (336, 644)
 TEXT_TOKENS = 64
 DECODE_STEPS = 4
-MEL_FRAMES_PER_GRID = 100
 GROUP_FRAMES = 64  # AdapterConfig.vision_group_frames default
 SEQUENCES = (4096, 8192, 16384, 32768)
-_PATCH_VALUES = 3 * 2 * 14 * 14  # one flattened ViT patch of pixel_values_videos
-_MEL_BINS = 128
-_AUDIO_PAD_FRAMES = 30_000
 
 
 @dataclass(frozen=True)
 class Case:
-    """One traced request: a video of ``grids`` temporal grids (with its audio when ``audio_in_video``)."""
+    """One traced request: the longest video (with its audio when ``audio_in_video``) whose prompt, video block and
+    generated tokens fit ``target_tokens``."""
 
     model: str
     target_tokens: int
@@ -115,32 +114,42 @@ class Case:
 
     @property
     def grids(self) -> int:
-        per_grid = FRAME_CELLS[0] * FRAME_CELLS[1] + (
-            self._audio_tokens(MEL_FRAMES_PER_GRID) if self.audio_in_video else 0
-        )
-        return (self.target_tokens - TEXT_TOKENS - DECODE_STEPS - 4) // per_grid
+        """Temporal grids (frame pairs, one second each) of the video."""
+        grids = 1
+        while self._length(grids + 1) + DECODE_STEPS <= self.target_tokens:
+            grids += 1
+        return grids
+
+    @property
+    def cells(self) -> int:
+        """LLM tokens per temporal grid."""
+        return budget.video_tokens(2, *FRAME_SIZE)
 
     @property
     def video_tokens(self) -> int:
-        return self.grids * FRAME_CELLS[0] * FRAME_CELLS[1]
+        return self.grids * self.cells
+
+    @property
+    def audio_samples(self) -> int:
+        return budget.audio_samples(self.grids) if self.audio_in_video else 0
 
     @property
     def audio_frames(self) -> int:
-        """Mel frames of the video's audio track (100 per second)."""
-        return self.grids * MEL_FRAMES_PER_GRID if self.audio_in_video else 0
+        """Mel frames of the video's audio track (10 ms each)."""
+        return math.ceil(self.audio_samples / budget.AUDIO_HOP)
 
     @property
     def audio_tokens(self) -> int:
-        return self._audio_tokens(self.audio_frames) if self.audio_in_video else 0
+        return budget.audio_tokens(self.audio_samples) if self.audio_in_video else 0
 
     @property
     def sequence_length(self) -> int:
-        """Prompt, the video block (vision bos/eos) and the audio block (audio bos/eos)."""
-        return TEXT_TOKENS + self.video_tokens + 2 + (self.audio_tokens + 2 if self.audio_in_video else 0)
+        """The prompt and the video block (with its audio block)."""
+        return self._length(self.grids)
 
-    @staticmethod
-    def _audio_tokens(frames: int) -> int:
-        return ((frames - 1) // 2 + 1 - 2) // 2 + 1
+    def _length(self, grids: int) -> int:
+        samples = budget.audio_samples(grids) if self.audio_in_video else 0
+        return TEXT_TOKENS + budget.video_block_tokens(2 * grids, *FRAME_SIZE, n_audio_samples=samples)
 
 
 def thinker_config(model: str, *, attention: str, layers: int | None = None) -> Qwen2_5OmniThinkerConfig:
@@ -318,16 +327,16 @@ def run_request(thinker: torch.nn.Module, case: Case, meter: Any) -> dict[str, i
     with torch.no_grad():
         weights = meter.live_bytes()
         # The batch the adapter moves to the device; it stays alive until generate returns.
-        patches = case.grids * 4 * FRAME_CELLS[0] * FRAME_CELLS[1]
+        patches = case.grids * 4 * case.cells
         batch = {
             "input_ids": torch.zeros(1, length, dtype=torch.long),
             "attention_mask": torch.ones(1, length, dtype=torch.long),
-            "pixel_values_videos": torch.empty(patches, _PATCH_VALUES, dtype=torch.bfloat16),
-            "video_grid_thw": torch.tensor([[case.grids, 2 * FRAME_CELLS[0], 2 * FRAME_CELLS[1]]]),
+            "pixel_values_videos": torch.empty(patches, PATCH_VALUES, dtype=torch.bfloat16),
+            "video_grid_thw": torch.tensor([[case.grids, *(side // budget.PATCH_SIZE for side in FRAME_SIZE)]]),
         }
         if case.audio_in_video:  # padded to 300 s by the feature extractor, with its int32 frame mask
-            batch["input_features"] = torch.empty(1, _MEL_BINS, _AUDIO_PAD_FRAMES, dtype=torch.bfloat16)
-            batch["feature_attention_mask"] = torch.ones(1, _AUDIO_PAD_FRAMES, dtype=torch.int32)
+            batch["input_features"] = torch.empty(1, MEL_BINS, budget.MAX_AUDIO_FEATURES, dtype=torch.bfloat16)
+            batch["feature_attention_mask"] = torch.ones(1, budget.MAX_AUDIO_FEATURES, dtype=torch.int32)
         inputs = meter.live_bytes() - weights
 
         # The order of the thinker's forward: text embeddings, audio tower, vision tower, each merged in turn.
@@ -375,12 +384,11 @@ def _placeholder_mask(embeds: torch.Tensor) -> torch.Tensor:
 
 def estimate_case(dims: ModelDims, case: Case, *, weight_bytes: int) -> MemoryEstimate:
     """The estimator's view of ``case`` with the adapter's settings (or the stock ones)."""
-    cells = FRAME_CELLS[0] * FRAME_CELLS[1]
     return estimate_peak_memory(
         dims,
         sequence_length=case.sequence_length,
         vision_patches=4 * case.video_tokens,
-        vision_group_patches=None if case.stock else 4 * cells * (GROUP_FRAMES // 2),
+        vision_group_patches=None if case.stock else 4 * case.cells * (GROUP_FRAMES // 2),
         audio_frames=case.audio_frames,
         attention="eager" if case.stock else "sdpa",
         last_position_logits=not case.stock,

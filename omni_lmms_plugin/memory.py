@@ -26,14 +26,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["ModelDims", "MemoryEstimate", "estimate_peak_memory", "GIB"]
+from .budget import MAX_AUDIO_FEATURES, PATCH_SIZE, TEMPORAL_PATCH
+
+__all__ = ["ModelDims", "MemoryEstimate", "estimate_peak_memory", "GIB", "PATCH_VALUES", "MEL_BINS"]
 
 GIB = 1024**3
 _OVERHEAD_BYTES = 1 * GIB
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
-_PATCH_VALUES = 3 * 2 * 14 * 14  # one flattened ViT patch (channels x temporal patch x 14 x 14)
-_MEL_BINS = 128
-_AUDIO_PAD_FRAMES = 30_000  # the feature extractor pads every audio item to 300 s of 10 ms frames
+PATCH_VALUES = 3 * TEMPORAL_PATCH * PATCH_SIZE**2  # values of one flattened ViT patch in pixel_values_videos
+MEL_BINS = 128  # values of one mel frame in input_features
 
 
 @dataclass(frozen=True)
@@ -169,16 +170,16 @@ def estimate_peak_memory(
 
     # The batch on the device: input_ids and attention_mask (int64), pixel_values_videos in the model dtype, and the
     # audio features padded to 300 s by the feature extractor, with their int32 mask.
-    inputs = 2 * 8 * sequence_length + vision_patches * _PATCH_VALUES * width
+    inputs = 2 * 8 * sequence_length + vision_patches * PATCH_VALUES * width
     if audio_frames:
-        inputs += _AUDIO_PAD_FRAMES * (_MEL_BINS * width + 4)
+        inputs += MAX_AUDIO_FEATURES * (MEL_BINS * width + 4)
 
     # Audio tower, one layer at a time over mel frames / 2 positions: the residual, its norm and the layer output
     # (3 x d_model) and the MLP's fc1 and activation (2 x ffn); the valid frames are copied out of the padded features.
     audio_stage = 0
     if audio_frames:
         per_position = width * (3 * dims.audio_hidden + 2 * dims.audio_intermediate)
-        audio_stage = embeddings + audio_frames * (per_position // 2 + _MEL_BINS * width)
+        audio_stage = embeddings + audio_frames * (per_position // 2 + MEL_BINS * width)
 
     # Vision tower, one block at a time over one group's patches. The peak is in the attention half of a block: the
     # residual, its norm, q, k, v and the attention output in the model dtype (5 x width), the float32 temporaries
