@@ -44,9 +44,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 # Model args that change neither the inputs nor the answers: left out of the resume key and of run comparisons.
 NOT_IN_RESUME_KEY = ("provenance_dir", "prefetch", "resume", "batch_size", "decode_timeout")
 
-# Bytes per parameter of each dtype.
-DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
-
 
 def _to_bool_word(value: Any) -> str:
     if isinstance(value, bool):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +22,10 @@ import torch
 from PIL import Image
 
 from .budget import (
+    AUDIO_HOP,
     AUDIO_SAMPLE_RATE,
     GRID_PIXELS,
+    MAX_AUDIO_FEATURES,
     MAX_AUDIO_SECONDS,
     TokenBudget,
     VideoPlan,
@@ -367,6 +370,12 @@ class RequestPlan:
     ) -> int:
         """Predicted peak device memory of generating from this plan (see :mod:`omni_lmms_plugin.memory`)."""
         video_tokens = sum(v.plan.video_tokens for v in self.videos)
+        # The audio tower encodes one stream at a time; its largest input (100 mel frames per second, at most
+        # 30,000) bounds the audio stage.
+        audio_samples = [v.plan.audio_samples for v in self.videos] + [
+            p.samples for p in self.planned if isinstance(p, PlannedAudio)
+        ]
+        audio_frames = max((min(math.ceil(n / AUDIO_HOP), MAX_AUDIO_FEATURES) for n in audio_samples if n), default=0)
         cells = max(((v.plan.height // GRID_PIXELS) * (v.plan.width // GRID_PIXELS) for v in self.videos), default=0)
         # Four ViT patches per cell of each frame pair; a group is vision_group_frames // 2 frame pairs.
         group_patches = 4 * cells * (vision_group_frames // 2)
@@ -380,6 +389,7 @@ class RequestPlan:
             last_position_logits=True,
             max_new_tokens=max_new_tokens,
             weight_bytes=weight_bytes,
+            audio_frames=audio_frames,
         ).peak
 
 

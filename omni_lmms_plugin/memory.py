@@ -32,7 +32,7 @@ __all__ = ["ModelDims", "MemoryEstimate", "estimate_peak_memory", "GIB", "PATCH_
 
 GIB = 1024**3
 _OVERHEAD_BYTES = 1 * GIB
-_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}  # bytes per value of each model dtype
 PATCH_VALUES = 3 * TEMPORAL_PATCH * PATCH_SIZE**2  # values of one flattened ViT patch in pixel_values_videos
 MEL_BINS = 128  # values of one mel frame in input_features
 
@@ -161,9 +161,9 @@ def estimate_peak_memory(
     Returns:
         The terms and the peak, in bytes.
     """
-    width = _DTYPE_BYTES.get(dtype)
+    width = DTYPE_BYTES.get(dtype)
     if width is None:
-        raise ValueError(f"dtype={dtype!r} is not one of {', '.join(_DTYPE_BYTES)}; pass the model's dtype")
+        raise ValueError(f"dtype={dtype!r} is not one of {', '.join(DTYPE_BYTES)}; pass the model's dtype")
     weights = weight_bytes if weight_bytes is not None else dims.parameters * width
     total_tokens = sequence_length + max_new_tokens
     embeddings = sequence_length * dims.hidden_size * width  # inputs_embeds: alive from the first stage to the end

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import DTYPE_BYTES, AdapterConfig, resolve_attention, resolve_dtype
+from .config import AdapterConfig, resolve_attention, resolve_dtype
 from .errors import BudgetError, ConfigError, MediaError
 from .inputs import Request
-from .memory import GIB, ModelDims
+from .memory import DTYPE_BYTES, GIB, ModelDims
 from .planner import ModelFacts, Planner, flash_attn_available
 from .report import distribution
 
