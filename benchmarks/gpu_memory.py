@@ -112,7 +112,7 @@ def build(setup: Setup, model: str, *, stock: bool) -> torch.nn.Module:
     """A random-weight thinker on the device (``memory_trace.build_thinker``'s settings, real tensors)."""
     from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
-    from omni_lmms_plugin.generation import install_grouped_vision_encoding, install_last_position_logits
+    from omni_lmms_plugin.model_surgery import install_grouped_vision_encoding, install_last_position_logits
 
     attention = "eager" if stock else "sdpa"
     with torch.device(setup.device):

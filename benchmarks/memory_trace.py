@@ -41,8 +41,8 @@ from torch.utils._pytree import tree_map_only
 from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
 from omni_lmms_plugin import budget
-from omni_lmms_plugin.generation import install_grouped_vision_encoding, install_last_position_logits
 from omni_lmms_plugin.memory import GIB, MEL_BINS, PATCH_VALUES, MemoryEstimate, ModelDims, estimate_peak_memory
+from omni_lmms_plugin.model_surgery import install_grouped_vision_encoding, install_last_position_logits
 
 # The thinker configurations, written out so that nothing is downloaded.
 # 7B: Qwen/Qwen2.5-Omni-7B config.json (thinker_config), as recorded in /work/shared/design/qwen_omni_facts.md and
