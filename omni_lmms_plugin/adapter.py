@@ -1,7 +1,7 @@
 """The lmms-eval model ``qwen2_5_omni_safe``: Qwen2.5-Omni's thinker with every request planned to fit its context,
 generated with bounded memory, retried smaller after out-of-memory, and recorded in provenance.
 
-One request's path: lmms-eval's tuple becomes a :class:`~omni_lmms_plugin.inputs.Request` and its settings are parsed
+One request's path: lmms-eval's tuple becomes a :class:`~omni_lmms_plugin.request.Request` and its settings are parsed
 once (:meth:`~omni_lmms_plugin.planner.Planner.settings`); a finished request is answered from the provenance journal
 (resume); the rest are planned and prepared (probe, plan, decode, processor) ahead of the GPU in
 :func:`~omni_lmms_plugin.pipeline.prefetched`; each attempt fits its plan to the free device memory
@@ -30,12 +30,14 @@ from .budget import GRID_PIXELS, PATCH_SIZE, TEMPORAL_PATCH
 from .config import NOT_IN_RESUME_KEY, AdapterConfig, resolve_attention, resolve_dtype
 from .errors import ConfigError, GenerationFailedError, OmniPluginError
 from .generation import GenerationParams, run_generate
-from .inputs import PreparedInputs, Request, RequestSettings, prepare_inputs, torch_linspace_indices, unpack_request
+from .inputs import PreparedInputs, prepare_inputs
 from .memory import GIB, ModelDims
 from .model_surgery import install_grouped_vision_encoding, install_last_position_logits
 from .pipeline import Prepared, prefetched
 from .planner import ModelFacts, Planner, flash_attn_available
 from .provenance import ProvenanceWriter, SampleRecord, default_provenance_dir, failure_answer, stable_hash
+from .request import Request, RequestSettings, unpack_request
+from .request_plan import torch_linspace_indices
 from .retries import run_with_retries
 
 __all__ = ["Qwen25OmniSafe"]

@@ -15,8 +15,9 @@ from typing import Any
 
 from .budget import linspace_indices
 from .config import AdapterConfig
-from .inputs import Request, RequestPlan, RequestSettings, plan_request, resolve_settings
 from .memory import ModelDims
+from .request import Request, RequestSettings, resolve_settings
+from .request_plan import RequestPlan, plan_request
 
 __all__ = ["ModelFacts", "MemoryFit", "Planner", "MAX_MEMORY_SHRINKS", "flash_attn_available"]
 

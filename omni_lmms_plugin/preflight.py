@@ -3,7 +3,7 @@
 For every sample of the tasks, through lmms-eval's own task loading (``TaskManager`` with our tasks folder and any
 ``--include-path``, ``build_all_requests``: the same contexts, generation kwargs, ``doc_to_visual`` and docs the
 adapter receives), this probes each video (container headers, no frame decoded), plans the request with
-:func:`omni_lmms_plugin.inputs.plan_request` (the adapter's own planning code, with the processor of ``pretrained``
+:func:`omni_lmms_plugin.request_plan.plan_request` (the adapter's own planning code, with the processor of ``pretrained``
 for the chat template and prompt tokens; no weights are loaded), and predicts its peak memory with
 :func:`omni_lmms_plugin.memory.estimate_peak_memory` from the checkpoint's config (bf16, sdpa unless the model args
 choose eager). It reports per task:
@@ -31,10 +31,10 @@ from typing import Any
 
 from .config import AdapterConfig, resolve_attention, resolve_dtype
 from .errors import BudgetError, ConfigError, MediaError
-from .inputs import Request
 from .memory import DTYPE_BYTES, GIB, ModelDims
 from .planner import ModelFacts, Planner, flash_attn_available
 from .report import distribution
+from .request import Request
 
 __all__ = ["DEFAULT_GPU_GIB", "load_planner", "run_preflight", "render_preflight"]
 
@@ -66,7 +66,7 @@ def load_planner(config: AdapterConfig) -> Planner:
     (never the weights). It predicts a GPU run: the dtype and attention are those the adapter picks on CUDA."""
     import transformers
 
-    from .inputs import torch_linspace_indices
+    from .request_plan import torch_linspace_indices
 
     revision = {"revision": config.revision} if config.revision else {}
     processor = transformers.Qwen2_5OmniProcessor.from_pretrained(config.pretrained, **revision)
@@ -145,7 +145,7 @@ def _plan_sample(
     planner: Planner, request: Request, gpu_gib: Sequence[float], probe_times: list[tuple[float, str]]
 ) -> dict[str, Any]:
     """Plan one sample exactly as the adapter will (the same planner), and fit it to each GPU size."""
-    from .inputs import classify_visuals
+    from .request import classify_visuals
 
     row: dict[str, Any] = {"task": request.task, "doc_id": request.doc_id, "status": "planned"}
     started = time.perf_counter()
@@ -285,7 +285,7 @@ def run_preflight(
     from lmms_eval.utils import simple_parse_args_string
     from tqdm import tqdm
 
-    from .inputs import unpack_request
+    from .request import unpack_request
 
     if not tasks:
         raise ConfigError("no tasks given: pass --tasks name1,name2")

@@ -271,7 +271,7 @@ def test_an_image_only_request_is_retried_smaller_after_out_of_memory(model, mon
 
 def test_a_doc_to_visual_that_raises_or_exits_fails_its_sample_only(model, media):
     """Some lmms-eval tasks raise or call ``sys.exit`` in ``doc_to_visual`` on a missing video. Catches either escaping
-    the sample: with ``SystemExit`` no longer caught (``except Exception`` in ``inputs.unpack_request``) the whole
+    the sample: with ``SystemExit`` no longer caught (``except Exception`` in ``request.Request.visuals``) the whole
     ``generate_until`` stopped with SystemExit and this test failed."""
     import sys
 

@@ -84,7 +84,7 @@ def test_injected_out_of_memory_is_retried_smaller_and_recorded(tiny_7b, tmp_pat
     videos are long enough (20 s) that a 0.7x plan exists above the policy's smallest (4 frames).
 
     Catches a retry that re-plans at full size: with the re-plan disabled by hand (``budget_scale < 1.0`` branch of
-    ``inputs.plan_request`` skipped), the retry fed as many input tokens as the failed attempt and this test failed
+    ``request_plan.plan_request`` skipped), the retry fed as many input tokens as the failed attempt and this test failed
     at ``retry["input_tokens"] < failed["input_tokens"]``.
     """
     videos = [("a.mp4", 320, 240, 10.0, 20.0, True), ("b.mp4", 200, 120, 10.0, 3.0, False), ("c.mkv", 256, 144, 10.0, 20.0, False)]  # fmt: skip

@@ -34,8 +34,8 @@ from omni_lmms_plugin.budget import (  # noqa: E402
     reference_max_pixels,
     smart_grid,
 )
-from omni_lmms_plugin.inputs import torch_linspace_indices  # noqa: E402
 from omni_lmms_plugin.media import load_video, plan_for, probe  # noqa: E402
+from omni_lmms_plugin.request_plan import torch_linspace_indices  # noqa: E402
 
 FACTOR = vision_process.SPATIAL_MERGE_SIZE * 14  # fetch_video's image_factor with the default patch size
 

@@ -120,7 +120,7 @@ def test_fault_injection_suite_ends_every_sample_answered_or_failed_with_its_rea
     assert retried, "the seeded OOMs hit no attempt"
     # Each retry after an OOM is smaller than the attempt that failed (tests/fault_runner.py raises the OOM inside
     # generate, after the attempt recorded its plan). With the re-plan disabled by hand (the ``budget_scale < 1.0``
-    # branch of inputs.plan_request skipped) this failed: the retries fed the failed attempts' full plans.
+    # branch of request_plan.plan_request skipped) this failed: the retries fed the failed attempts' full plans.
     shrunk = 0
     for record in retried:
         for failed, retry in pairwise(record["attempts"]):
