@@ -57,8 +57,8 @@ def _rss_bytes() -> int:
 
 
 def _plan(path: str, frames: int, audio: bool = False):
-    from omni_lmms_plugin.budget import VideoPolicy
     from omni_lmms_plugin.media import plan_for, probe
+    from omni_lmms_plugin.video_plan import VideoPolicy
 
     info = probe(path)
     policy = VideoPolicy(

@@ -9,9 +9,10 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .budget import TokenBudget, VideoPlan, VideoPolicy, plan_video
+from .budget import TokenBudget
 from .errors import BudgetError, ConfigError, DecodeTimeoutError, MediaError, OmniPluginError
 from .subtitles import SUBTITLE_PLACEHOLDER, SubtitleTrack
+from .video_plan import VideoPlan, VideoPolicy, plan_video
 
 __version__ = "0.1.0"
 

@@ -8,16 +8,17 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .budget import FRAME_POLICIES
 from .config import AdapterConfig
 from .errors import BudgetError, ConfigError, MediaError, OmniPluginError
+from .video_plan import FRAME_POLICIES
 
 __all__ = ["main"]
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from .budget import TokenBudget, VideoPolicy
+    from .budget import TokenBudget
     from .media import is_frame_sequence, plan_for, probe, probe_frames
+    from .video_plan import VideoPolicy
 
     info = probe_frames(args.video, args.frames_fps) if is_frame_sequence(args.video) else probe(args.video)
     try:

@@ -7,8 +7,8 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Literal, get_args
 
-from .budget import FramePolicy, VideoPolicy
 from .errors import ConfigError
+from .video_plan import FramePolicy, VideoPolicy
 
 __all__ = [
     "AdapterConfig",

@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .budget import linspace_indices
 from .config import AdapterConfig
 from .memory import ModelDims
 from .request import Request, RequestSettings, resolve_settings
 from .request_plan import RequestPlan, plan_request
+from .video_plan import linspace_indices
 
 __all__ = ["ModelFacts", "MemoryFit", "Planner", "MAX_MEMORY_SHRINKS", "flash_attn_available"]
 

@@ -10,11 +10,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .budget import VideoPolicy
 from .config import AdapterConfig, AudioChoice, TaskVideoOverrides, split_generation_kwargs
 from .errors import MediaError
 from .generation import GenerationParams
 from .subtitles import SubtitleTrack
+from .video_plan import VideoPolicy
 
 __all__ = [
     "Request",

@@ -1,5 +1,5 @@
 """What is decided about a request before anything is decoded: its prompt templated and counted, and every media item
-planned within the token budget (videos by :func:`~omni_lmms_plugin.budget.plan_video`, images by the processor's
+planned within the token budget (videos by :func:`~omni_lmms_plugin.video_plan.plan_video`, images by the processor's
 size rule, audio clips by span, subtitle lines by the frames sampled). Metadata only."""
 
 from __future__ import annotations
@@ -21,11 +21,8 @@ from .budget import (
     MAX_AUDIO_FEATURES,
     MAX_AUDIO_SECONDS,
     TokenBudget,
-    VideoPlan,
-    VideoPolicy,
     audio_block_tokens,
     audio_samples,
-    linspace_indices,
     plan_image,
 )
 from .config import AdapterConfig
@@ -34,6 +31,7 @@ from .media import MediaInfo, is_frame_sequence, plan_for, probe, probe_frames
 from .memory import ModelDims, estimate_peak_memory
 from .request import MediaItem, Request, RequestSettings, build_messages, classify_visuals
 from .subtitles import SUBTITLE_PLACEHOLDER, SubtitleCue, SubtitleTrack, render_subtitles
+from .video_plan import VideoPlan, VideoPolicy, linspace_indices
 
 __all__ = [
     "PlannedVideo",

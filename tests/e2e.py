@@ -59,7 +59,7 @@ def assert_retry_shrank(failed: dict, retry: dict, shrink: float, *, allow_floor
     fewer input tokens, and each video's plan used at most ``shrink`` of the failed plan's tokens and fewer pixels.
 
     With ``allow_floor``, a video may instead be at the smallest plan the policy allows (rule ``fewer_frames`` or
-    ``shorter_audio`` of ``budget.plan_video`` at ``min_frames`` = 4 frames or fewer) and no larger than before: a plan
+    ``shorter_audio`` of ``video_plan.plan_video`` at ``min_frames`` = 4 frames or fewer) and no larger than before: a plan
     that short cannot shrink by the factor.
     """
     assert retry["budget_scale"] < failed["budget_scale"]

@@ -14,16 +14,13 @@ from hypothesis import strategies as st
 from omni_lmms_plugin.budget import (
     GRID_PIXELS,
     MAX_AUDIO_SECONDS,
-    VideoPolicy,
     audio_tokens,
-    linspace_indices,
-    plan_video,
-    smallest_grid,
     smart_grid,
     video_block_tokens,
     video_tokens,
 )
 from omni_lmms_plugin.errors import BudgetError, ConfigError
+from omni_lmms_plugin.video_plan import VideoPolicy, linspace_indices, plan_video, smallest_grid
 
 
 def test_importing_the_budget_engine_leaves_torch_out():

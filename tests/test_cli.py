@@ -61,7 +61,8 @@ def test_plan_json_total_equals_what_the_processor_produces(processor, tmp_path,
         assert key in plan, key
     assert plan["total_tokens"] <= plan["budget"] and len(plan["frame_times"]) == plan["frames"]
 
-    from omni_lmms_plugin.budget import TokenBudget, VideoPolicy
+    from omni_lmms_plugin.budget import TokenBudget
+    from omni_lmms_plugin.video_plan import VideoPolicy
 
     budget = TokenBudget(plan["max_model_len"], plan["prompt_tokens"], plan["max_new_tokens"])
     loaded = load_video(path, budget=budget, policy=VideoPolicy(fps=fps))

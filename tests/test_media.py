@@ -16,8 +16,9 @@ import pytest
 
 from omni_lmms_plugin import media
 from omni_lmms_plugin import synthetic_media as sm
-from omni_lmms_plugin.budget import TokenBudget, VideoPolicy
+from omni_lmms_plugin.budget import TokenBudget
 from omni_lmms_plugin.errors import BudgetError, ConfigError, DecodeTimeoutError, MediaError
+from omni_lmms_plugin.video_plan import VideoPolicy
 
 BIG = TokenBudget(max_model_len=200_000)
 

@@ -9,33 +9,60 @@ difference is measured and bounded here.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-# qwen-omni-utils picks its video reader once, at first use: decord, the backend that installs from the registry.
-os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")
-
 torch = pytest.importorskip("torch")
-pytest.importorskip("decord", reason="decord is the reference's video reader (pip install decord)")
 vision_process = pytest.importorskip("qwen_omni_utils.v2_5.vision_process")
+needs_decord = pytest.mark.skipif(
+    importlib.util.find_spec("decord") is None, reason="decord is the reference's video reader (pip install decord)"
+)
+
+# fetch_video runs in a child process: decord ships its own FFmpeg libraries, which break PyAV's encoders (libvpx)
+# once both are loaded in one process. The child saves the frames and the metadata for the test to compare.
+_FETCH_VIDEO = """
+import json, sys
+import numpy as np
+from qwen_omni_utils.v2_5 import vision_process
+(video, metadata), sample_fps = vision_process.fetch_video(
+    {"video": sys.argv[1]}, return_video_sample_fps=True, return_video_metadata=True
+)
+np.save(sys.argv[2], video.numpy())
+indices = [int(i) for i in metadata["frames_indices"]]
+json.dump({"indices": indices, "total": int(metadata["total_num_frames"]), "sample_fps": sample_fps}, sys.stdout)
+"""
+
+
+def fetch_video(path: str, folder) -> tuple[np.ndarray, dict]:
+    """qwen-omni-utils' ``fetch_video`` on ``path`` with its decord reader: the float frames (T, C, H, W) and its
+    frame indices, total frame count and sample fps."""
+    frames = folder / "reference.npy"
+    env = {**os.environ, "FORCE_QWENVL_VIDEO_READER": "decord"}
+    result = subprocess.run(
+        [sys.executable, "-c", _FETCH_VIDEO, path, str(frames)], capture_output=True, text=True, env=env, check=True
+    )
+    return np.load(frames), json.loads(result.stdout)
+
 
 from omni_lmms_plugin import synthetic_media as sm  # noqa: E402
-from omni_lmms_plugin.budget import (  # noqa: E402
-    GRID_PIXELS,
-    TokenBudget,
+from omni_lmms_plugin.budget import GRID_PIXELS, TokenBudget, smart_grid  # noqa: E402
+from omni_lmms_plugin.media import load_video, plan_for, probe  # noqa: E402
+from omni_lmms_plugin.request_plan import torch_linspace_indices  # noqa: E402
+from omni_lmms_plugin.video_plan import (  # noqa: E402
     VideoPolicy,
     linspace_indices,
     reference_frame_count,
     reference_max_pixels,
-    smart_grid,
 )
-from omni_lmms_plugin.media import load_video, plan_for, probe  # noqa: E402
-from omni_lmms_plugin.request_plan import torch_linspace_indices  # noqa: E402
 
 FACTOR = vision_process.SPATIAL_MERGE_SIZE * 14  # fetch_video's image_factor with the default patch size
 
@@ -105,23 +132,23 @@ def clips(tmp_path_factory):
     return {name: sm.write_video(folder / name, **spec) for name, spec in CLIPS.items()}
 
 
+@needs_decord
 @pytest.mark.parametrize("name", sorted(CLIPS))
-def test_a_fitting_clip_gets_exactly_the_reference_frames_size_rate_and_tokens(clips, processor, name):
+def test_a_fitting_clip_gets_exactly_the_reference_frames_size_rate_and_tokens(clips, processor, name, tmp_path):
     """Frame indices, size and sample fps from our planner equal fetch_video's metadata on the same file; decoding
     them yields the very frames it names (each frame carries its index); the processor counts the same tokens for
     both. Breaking check: centring frame times in their intervals (the old rule) fails the index and decoded-frame
     assertions."""
     path = str(clips[name])
-    (video, metadata), sample_fps = vision_process.fetch_video(
-        {"video": path}, return_video_sample_fps=True, return_video_metadata=True
-    )
+    video, metadata = fetch_video(path, tmp_path)
+    sample_fps = metadata["sample_fps"]
     info = probe(path)
     plan = plan_for(
         info, TokenBudget(max_model_len=32_768), VideoPolicy(use_audio=False), frame_indices=torch_linspace_indices
     )
     assert plan.rule == "reference" and plan.reference_fits
-    assert info.total_frames == metadata["total_num_frames"]
-    assert list(plan.frame_indices) == list(metadata["frames_indices"])
+    assert info.total_frames == metadata["total"]
+    assert list(plan.frame_indices) == metadata["indices"]
     assert (plan.height, plan.width) == tuple(video.shape[-2:])
     assert plan.sample_fps == pytest.approx(sample_fps, rel=1e-9)
 
@@ -134,14 +161,16 @@ def test_a_fitting_clip_gets_exactly_the_reference_frames_size_rate_and_tokens(c
         videos_kwargs={"do_resize": False, "fps": plan.sample_fps},
         return_tensors="pt",
     )
-    theirs = processor(text=["<|VIDEO|>"], videos=[video], videos_kwargs={"fps": sample_fps}, return_tensors="pt")
+    theirs = processor(
+        text=["<|VIDEO|>"], videos=[torch.from_numpy(video)], videos_kwargs={"fps": sample_fps}, return_tensors="pt"
+    )
     assert ours["video_grid_thw"].tolist() == theirs["video_grid_thw"].tolist()
     assert ours["input_ids"].shape == theirs["input_ids"].shape
     assert torch.allclose(ours["video_second_per_grid"], theirs["video_second_per_grid"])
 
     # The resize filters differ; the pixels agree closely. Measured (0..255 levels, mean / p99 / max): H.264 360p
     # 0.74 / 2 / 6, mpeg4 in Matroska 0.94 / 2 / 17, H.264 1080p 0.66 / 2 / 5.
-    reference = video.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy().astype(np.int16)
+    reference = np.clip(video, 0, 255).round().astype(np.uint8).transpose(0, 2, 3, 1).astype(np.int16)
     difference = np.abs(loaded.frames.astype(np.int16) - reference)
     assert difference.mean() < 1.5, f"{name}: mean |ours - fetch_video| = {difference.mean():.2f} levels"
     assert np.percentile(difference, 99) <= 4, f"{name}: p99 = {np.percentile(difference, 99)}"

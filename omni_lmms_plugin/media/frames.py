@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..budget import VideoPlan
 from ..errors import ConfigError, MediaError
+from ..video_plan import VideoPlan
 from .probe import MediaInfo
 from .video import LoadedVideo
 

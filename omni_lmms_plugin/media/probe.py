@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import av
 
-from ..budget import MAX_ASPECT_RATIO, TokenBudget, VideoPlan, VideoPolicy, linspace_indices, plan_video
+from ..budget import MAX_ASPECT_RATIO, TokenBudget
 from ..errors import MediaError
+from ..video_plan import VideoPlan, VideoPolicy, linspace_indices, plan_video
 from ._container import MAX_CODED_PIXELS, check_file, open_container, scan_packets, seconds_of
 
 __all__ = ["MediaInfo", "probe", "plan_for", "display_rotation"]
@@ -214,7 +215,7 @@ def plan_for(
     *,
     frame_indices: Callable[[int, int], Sequence[int]] = linspace_indices,
 ) -> VideoPlan:
-    """The :func:`~omni_lmms_plugin.budget.plan_video` plan for a probed file.
+    """The :func:`~omni_lmms_plugin.video_plan.plan_video` plan for a probed file.
 
     Raises :class:`MediaError` when the file has no video stream, no usable duration or frame rate, or an aspect
     ratio beyond the 200:1 the Qwen resize rule accepts; :class:`~omni_lmms_plugin.errors.BudgetError` when nothing

@@ -15,8 +15,9 @@ from typing import Literal, get_args
 import av
 import numpy as np
 
-from ..budget import TokenBudget, VideoPlan, VideoPolicy
+from ..budget import TokenBudget
 from ..errors import ConfigError, DecodeTimeoutError, MediaError
+from ..video_plan import VideoPlan, VideoPolicy
 from ._container import DEADLINE_EVERY, check_file, open_container, scan_packets
 from .audio import decode_audio
 from .probe import display_rotation, plan_for, probe
