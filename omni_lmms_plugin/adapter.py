@@ -11,6 +11,7 @@ the attempts; one provenance record is written per request as soon as it ends.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ import platform
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +34,23 @@ from .budget import GRID_PIXELS, PATCH_SIZE, TEMPORAL_PATCH
 from .config import NOT_IN_RESUME_KEY, AdapterConfig, resolve_attention, resolve_dtype
 from .errors import ConfigError, GenerationFailedError, OmniPluginError
 from .generation import GenerationParams, run_generate
-from .inputs import PreparedInputs, Request, RequestSettings, prepare_inputs, torch_linspace_indices, unpack_request
+from .inputs import (
+    PreparedInputs,
+    Request,
+    RequestSettings,
+    _templated,
+    classify_visuals,
+    prepare_inputs,
+    torch_linspace_indices,
+    unpack_request,
+)
 from .memory import GIB, ModelDims
 from .model_surgery import install_grouped_vision_encoding, install_last_position_logits
 from .pipeline import Prepared, prefetched
 from .planner import ModelFacts, Planner, flash_attn_available
 from .provenance import ProvenanceWriter, SampleRecord, default_provenance_dir, failure_answer, stable_hash
-from .retries import run_with_retries
+from .retries import is_out_of_memory, run_with_retries
+from .sharing import MediaGroup, PrefixCache, generate_from_prefix, group_requests, member_inputs, prefill
 
 __all__ = ["Qwen25OmniSafe"]
 
@@ -54,13 +66,28 @@ class EmptyAnswerError(OmniPluginError, RuntimeError):
 
 
 @dataclass(frozen=True)
+class _GroupInputs:
+    """A shared group's inputs: the leader's full inputs (media tensors included, for the prefix) and each member's
+    ids, in the group's order."""
+
+    leader: PreparedInputs
+    members: tuple[PreparedInputs, ...]
+
+
+@dataclass(frozen=True)
 class _Staged:
-    """An attempt's inputs after the memory fit: what it is about to generate from."""
+    """An attempt's inputs after the memory fit: what it is about to generate from. For a shared group, ``inputs``
+    are the leader's and ``members`` each member's."""
 
     inputs: PreparedInputs
     scale: float
     estimate: int
     fit_notes: tuple[str, ...]
+    members: tuple[PreparedInputs, ...] = ()
+
+    def member(self, position: int) -> _Staged:
+        """The staged inputs of the group's member at ``position``."""
+        return dataclasses.replace(self, inputs=self.members[position], members=())
 
     @property
     def input_tokens(self) -> int:
@@ -280,22 +307,32 @@ class Qwen25OmniSafe(lmms):
             resumed += 1
             progress.update(1)
 
-        def prepare_first(request: Request) -> PreparedInputs:
-            return self._prepare(request, settings[request.index], 1.0)
+        groups = group_requests(
+            todo, settings, lambda request: self._templated(request)[1], share=self.config.share_video_prefix
+        )
+
+        def prepare_first(group: MediaGroup) -> PreparedInputs | _GroupInputs:
+            if group.shared:
+                return self._prepare_group(group, settings, 1.0)
+            return self._prepare(group.leader, settings[group.leader.index], 1.0)
 
         try:
-            for request, prepared in prefetched(todo, prepare_first, self.config.prefetch):
-                record = self._answer(request, settings[request.index], prepared)
-                self.provenance.write(record)
-                retries += sum(1 for attempt in record.attempts if attempt["outcome"] == "out_of_memory")
-                failures += record.status == "failed"
-                results[request.index] = GenerationResult(
-                    record.answer, TokenCounts(record.tokens.get("input"), record.tokens.get("generated"))
-                )
-                progress.update(1)
-                progress.set_postfix(retries=retries, failed=failures, resumed=resumed)
-                if record.status == "failed" and self.config.on_failure == "raise":
-                    raise GenerationFailedError(f"{request.task}/{request.doc_id}: {record.failure}")
+            for group, prepared in prefetched(groups, prepare_first, self.config.prefetch):
+                if group.shared:
+                    records = self._answer_group(group, settings, prepared)
+                else:
+                    records = [self._answer(group.leader, settings[group.leader.index], prepared)]
+                for request, record in zip(group.members, records, strict=True):
+                    self.provenance.write(record)
+                    retries += sum(1 for attempt in record.attempts if attempt["outcome"] == "out_of_memory")
+                    failures += record.status == "failed"
+                    results[request.index] = GenerationResult(
+                        record.answer, TokenCounts(record.tokens.get("input"), record.tokens.get("generated"))
+                    )
+                    progress.update(1)
+                    progress.set_postfix(retries=retries, failed=failures, resumed=resumed)
+                    if record.status == "failed" and self.config.on_failure == "raise":
+                        raise GenerationFailedError(f"{request.task}/{request.doc_id}: {record.failure}")
         finally:
             progress.close()
         return results  # type: ignore[return-value]
@@ -324,6 +361,30 @@ class Qwen25OmniSafe(lmms):
         # The prefetch thread and a retry on the main thread may both prepare; the processor is not made for that.
         with self.planner.lock:
             return prepare_inputs(self.processor, request, plan, self.config)
+
+    def _templated(self, request: Request) -> tuple[str, int]:
+        """The request's chat-templated prompt and its prompt tokens (every token but the media blocks' own)."""
+        with self.planner.lock:
+            return _templated(
+                self.processor, self.config.system_prompt, classify_visuals(request.visuals()), request.context
+            )
+
+    def _prepare_group(
+        self,
+        group: MediaGroup,
+        settings: dict[int, RequestSettings],
+        scale: float,
+        leader: PreparedInputs | None = None,
+    ) -> _GroupInputs:
+        """The group planned at ``scale`` for its leader (or from the leader's given inputs), decoded and processed
+        once, and each member's ids on that plan."""
+        if leader is None:
+            leader = self._prepare(group.leader, settings[group.leader.index], scale)
+        members = []
+        for request in group.members:
+            text, prompt_tokens = self._templated(request)
+            members.append(member_inputs(leader, text, prompt_tokens, self.processor.tokenizer))
+        return _GroupInputs(leader, tuple(members))
 
     def _memory_room(self) -> int | None:
         """Bytes available to one request's activations, or None when nothing bounds them."""
@@ -373,14 +434,63 @@ class Qwen25OmniSafe(lmms):
             batch[name] = value
         return batch
 
-    def _generate(self, staged: _Staged, params: GenerationParams) -> _Generated:
+    def _stage_group(
+        self,
+        group: MediaGroup,
+        settings: dict[int, RequestSettings],
+        scale: float,
+        prefetched_inputs: Prepared[_GroupInputs],
+    ) -> _Staged:
+        """A group's attempt: the whole group re-planned at ``scale`` (the first attempt's from the prefetch queue),
+        its leader's plan fitted to the memory available."""
+        shared = prefetched_inputs.get() if scale == 1.0 else self._prepare_group(group, settings, scale)
+        leader = group.leader
+        fit = self.planner.fit(leader, settings[leader.index], shared.leader.plan, self._memory_room())
+        if fit.shrinks:
+            with self.planner.lock:
+                inputs = prepare_inputs(self.processor, leader, fit.plan, self.config)
+            shared = self._prepare_group(group, settings, fit.scale, leader=inputs)
+        note = group.note(shared.members[0].tokens["shared_prefix"])
+        return _Staged(shared.leader, fit.scale, fit.estimate, (*fit.notes, note), shared.members)
+
+    def _prefill(self, staged: _Staged) -> PrefixCache:
+        batch = self._to_device(staged.inputs)
+        try:
+            return prefill(
+                self.model, batch, self.processor.tokenizer, use_audio_in_video=staged.inputs.use_audio_in_video
+            )
+        finally:
+            del batch
+
+    def _generate_group(
+        self, staged: _Staged, group: MediaGroup, settings: dict[int, RequestSettings]
+    ) -> list[_Generated | str]:
+        """The shared prefix once, then every member from a copy of it: each member's result or its failure. An
+        out-of-memory error anywhere is raised, so the retry re-plans the whole group."""
+        prefix = self._prefill(staged)
+        outcomes: list[_Generated | str] = []
+        for position, request in enumerate(group.members):
+            try:
+                outcomes.append(self._generate(staged.member(position), settings[request.index].params, prefix))
+            except Exception as error:  # noqa: BLE001 - this member's failure; out of memory fails the group
+                if is_out_of_memory(error):
+                    raise
+                outcomes.append(f"{type(error).__name__}: {error}")
+        return outcomes
+
+    def _generate(self, staged: _Staged, params: GenerationParams, prefix: PrefixCache | None = None) -> _Generated:
+        """Generate from the staged inputs, or (a shared group's member) from a copy of the group's prefix cache."""
         gpus = self._cuda_devices()
         for device in gpus:
             torch.cuda.reset_peak_memory_stats(device)
         batch = self._to_device(staged.inputs)
+        run = (
+            partial(generate_from_prefix, self.model, prefix)
+            if prefix is not None
+            else partial(run_generate, self.model)
+        )
         try:
-            answer, new_tokens = run_generate(
-                self.model,
+            answer, new_tokens = run(
                 batch,
                 params,
                 use_audio_in_video=staged.inputs.use_audio_in_video,
@@ -403,7 +513,52 @@ class Qwen25OmniSafe(lmms):
             oom_retries=self.config.oom_retries,
             shrink=self.config.oom_shrink,
         )
-        generated = outcome.result
+        return self._record(
+            request,
+            settings,
+            outcome.result,
+            outcome.failure,
+            [attempt.to_dict() for attempt in outcome.attempts],
+            time.perf_counter() - started,
+            prepared.wait_seconds,
+        )
+
+    def _answer_group(
+        self, group: MediaGroup, settings: dict[int, RequestSettings], prepared: Prepared[_GroupInputs]
+    ) -> list[SampleRecord]:
+        """One record per member, in the group's order. The group's wall time is split evenly over its members and
+        the wait for its media is on the first, so both add up over a run."""
+        started = time.perf_counter()
+        outcome = run_with_retries(
+            lambda scale: self._stage_group(group, settings, scale, prepared),
+            lambda staged: self._generate_group(staged, group, settings),
+            oom_retries=self.config.oom_retries,
+            shrink=self.config.oom_shrink,
+        )
+        wall = (time.perf_counter() - started) / len(group.members)
+        attempts = [attempt.to_dict() for attempt in outcome.attempts]
+        records = []
+        for position, request in enumerate(group.members):
+            result = outcome.result[position] if outcome.result is not None else None
+            failure = result if isinstance(result, str) else outcome.failure
+            own_attempts = attempts
+            if isinstance(result, str):  # the group answered, this member did not
+                own_attempts = [*attempts[:-1], {**attempts[-1], "outcome": "failed", "error": failure}]
+            generated = result if isinstance(result, _Generated) else None
+            wait = prepared.wait_seconds if position == 0 else 0.0
+            records.append(self._record(request, settings[request.index], generated, failure, own_attempts, wall, wait))
+        return records
+
+    def _record(
+        self,
+        request: Request,
+        settings: RequestSettings,
+        generated: _Generated | None,
+        failure: str | None,
+        attempts: list[dict[str, Any]],
+        wall_seconds: float,
+        wait_seconds: float,
+    ) -> SampleRecord:
         inputs = generated.staged.inputs if generated else None
         tokens = {**inputs.tokens, "generated": generated.new_tokens} if generated else {}
         return SampleRecord(
@@ -413,16 +568,16 @@ class Qwen25OmniSafe(lmms):
             request_key=request.key(),
             config_key=self.config_key,
             status="answered" if generated else "failed",
-            answer=generated.answer if generated else failure_answer(outcome.failure or "no attempt ran"),
-            failure=outcome.failure,
+            answer=generated.answer if generated else failure_answer(failure or "no attempt ran"),
+            failure=failure if not generated else None,
             media=inputs.media if inputs else [],
             tokens=tokens,
-            attempts=[attempt.to_dict() for attempt in outcome.attempts],
+            attempts=attempts,
             attention=self.attn_implementation,
             peak_memory_bytes=generated.peak_memory_bytes if generated else None,
             estimated_peak_bytes=generated.staged.estimate if generated else None,
-            wall_seconds=round(time.perf_counter() - started, 3),
-            media_wait_seconds=round(prepared.wait_seconds, 3),
+            wall_seconds=round(wall_seconds, 3),
+            media_wait_seconds=round(wait_seconds, 3),
             input_hash=inputs.input_hash if inputs else None,
             video_policy=settings.to_record(),
         )

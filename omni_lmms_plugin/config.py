@@ -87,6 +87,8 @@ class AdapterConfig:
     max_memory_gib: float | None = None
     vision_group_frames: int = 64
     prefetch: int = 1
+    # Requests showing the same media with the same settings are planned, decoded, encoded and prefilled once.
+    share_video_prefix: bool = True
     provenance_dir: str | None = None
     resume: bool = True
     batch_size: int = 1
