@@ -46,7 +46,7 @@ from .inputs import (
 )
 from .memory import GIB, ModelDims
 from .model_surgery import install_grouped_vision_encoding, install_last_position_logits
-from .pipeline import Prepared, prefetched
+from .pipeline import Prepared, default_workers, prefetched
 from .planner import ModelFacts, Planner, flash_attn_available
 from .provenance import ProvenanceWriter, SampleRecord, default_provenance_dir, failure_answer, stable_hash
 from .retries import is_out_of_memory, run_with_retries
@@ -109,6 +109,23 @@ class _Generated:
     answer: str
     new_tokens: int
     peak_memory_bytes: int | None
+
+
+class _LockedProcessor:
+    """The processor, each call holding ``lock``: ``prepare_inputs`` decodes outside it and processes inside it, so
+    several preparation threads decode at once while the processor (its tokenizer is not made for concurrent calls)
+    runs one at a time."""
+
+    def __init__(self, processor: Any, lock: Any) -> None:
+        self._processor = processor
+        self._lock = lock
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._processor(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._processor, name)
 
 
 class Qwen25OmniSafe(lmms):
@@ -191,6 +208,8 @@ class Qwen25OmniSafe(lmms):
             frame_indices=torch_linspace_indices,
         )
         self.max_model_len = self.planner.facts.max_model_len
+        # Preparation threads decode in parallel; the processor (not made for concurrent calls) runs one at a time.
+        self._locked_processor = _LockedProcessor(self.processor, self.planner.lock)
 
         folder = Path(self.config.provenance_dir) if self.config.provenance_dir else default_provenance_dir()
         self.provenance = ProvenanceWriter(folder, self._rank)
@@ -317,7 +336,8 @@ class Qwen25OmniSafe(lmms):
             return self._prepare(group.leader, settings[group.leader.index], 1.0)
 
         try:
-            for group, prepared in prefetched(groups, prepare_first, self.config.prefetch):
+            workers = self.config.prefetch_workers or default_workers()
+            for group, prepared in prefetched(groups, prepare_first, self.config.prefetch, workers):
                 if group.shared:
                     records = self._answer_group(group, settings, prepared)
                 else:
@@ -358,9 +378,7 @@ class Qwen25OmniSafe(lmms):
 
     def _prepare(self, request: Request, settings: RequestSettings, scale: float) -> PreparedInputs:
         plan = self.planner.plan(request, settings, scale)
-        # The prefetch thread and a retry on the main thread may both prepare; the processor is not made for that.
-        with self.planner.lock:
-            return prepare_inputs(self.processor, request, plan, self.config)
+        return prepare_inputs(self._locked_processor, request, plan, self.config)
 
     def _templated(self, request: Request) -> tuple[str, int]:
         """The request's chat-templated prompt and its prompt tokens (every token but the media blocks' own)."""
@@ -383,7 +401,8 @@ class Qwen25OmniSafe(lmms):
         members = []
         for request in group.members:
             text, prompt_tokens = self._templated(request)
-            members.append(member_inputs(leader, text, prompt_tokens, self.processor.tokenizer))
+            with self.planner.lock:
+                members.append(member_inputs(leader, text, prompt_tokens, self.processor.tokenizer))
         return _GroupInputs(leader, tuple(members))
 
     def _memory_room(self) -> int | None:
@@ -417,8 +436,7 @@ class Qwen25OmniSafe(lmms):
         inputs = prefetched_inputs.get() if scale == 1.0 else self._prepare(request, settings, scale)
         fit = self.planner.fit(request, settings, inputs.plan, self._memory_room())
         if fit.shrinks:
-            with self.planner.lock:
-                inputs = prepare_inputs(self.processor, request, fit.plan, self.config)
+            inputs = prepare_inputs(self._locked_processor, request, fit.plan, self.config)
         return _Staged(inputs, fit.scale, fit.estimate, fit.notes)
 
     def _to_device(self, inputs: PreparedInputs) -> dict[str, Any]:
@@ -447,8 +465,7 @@ class Qwen25OmniSafe(lmms):
         leader = group.leader
         fit = self.planner.fit(leader, settings[leader.index], shared.leader.plan, self._memory_room())
         if fit.shrinks:
-            with self.planner.lock:
-                inputs = prepare_inputs(self.processor, leader, fit.plan, self.config)
+            inputs = prepare_inputs(self._locked_processor, leader, fit.plan, self.config)
             shared = self._prepare_group(group, settings, fit.scale, leader=inputs)
         note = group.note(shared.members[0].tokens["shared_prefix"])
         return _Staged(shared.leader, fit.scale, fit.estimate, (*fit.notes, note), shared.members)

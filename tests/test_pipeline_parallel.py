@@ -1,7 +1,9 @@
-"""Segment-parallel decoding: one video's targets split over several threads, each with its own container, give the
-same frames and times as one decoder."""
+"""Parallel preparation: one video's targets split over several threads, each with its own container, give the same
+frames and times as one decoder; several requests prepared at once, in order, with a bounded look-ahead."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from omni_lmms_plugin import media
 from omni_lmms_plugin import synthetic_media as sm
 from omni_lmms_plugin.budget import VideoPolicy
 from omni_lmms_plugin.errors import ConfigError
+from omni_lmms_plugin.pipeline import prefetched
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +44,41 @@ def test_segments_decode_the_same_frames_as_one_decoder(video, frames, seek_mode
 def test_workers_must_be_positive(video):
     with pytest.raises(ConfigError, match=r"workers=0 must be at least 1"):
         media.load_video(video, plan_of(video, 8), workers=0)
+
+
+def test_prefetch_workers_prepare_at_once_in_order_and_bounded():
+    """Catches: one preparation thread whatever ``workers`` says (the first two preparations wait for each other at a
+    barrier: checked by hand with ``max_workers=1``, the barrier times out), results out of order, a look-ahead past
+    ``max(depth, workers)``."""
+    barrier = threading.Barrier(2, timeout=10)
+    started: list[int] = []
+
+    def prepare(index: int) -> int:
+        started.append(index)
+        if index < 2:
+            barrier.wait()
+        return index * 10
+
+    seen = []
+    for index, prepared in prefetched(list(range(8)), prepare, depth=1, workers=2):
+        assert len(started) <= index + 1 + 2
+        seen.append(prepared.get())
+    assert seen == [index * 10 for index in range(8)]
+
+
+def test_parallel_preparation_feeds_the_model_what_the_sequential_path_does(tiny_7b, tmp_path):
+    """Catches: preparation threads sharing state (another request's frames or tokens: the input hashes differ)."""
+    from test_adapter import make_model, records, requests
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    docs = [
+        {"question": f"Q{i}", "visuals": [str(sm.write_video(folder / f"{i}.mp4", width=w, height=h, duration=2.0))]}
+        for i, (w, h) in enumerate([(160, 120), (320, 240), (256, 144), (192, 192)])
+    ]
+    runs = {}
+    for name, args in {"sequential": {"prefetch": 0}, "parallel": {"prefetch": 2, "prefetch_workers": 3}}.items():
+        model = make_model(tiny_7b, tmp_path / name, **args)
+        answers = [result.text for result in model.generate_until(requests(model, docs))]
+        runs[name] = (answers, [record["input_hash"] for record in records(tmp_path / name)])
+    assert runs["sequential"] == runs["parallel"]
