@@ -10,8 +10,8 @@ each member then generates from its full token ids, a deep copy of the cache and
 tensors (the suffix holds no media tokens). Checked in transformers 5.24: greedy answers equal those of each question
 run alone with the group's plan (``tests/test_sharing.py``).
 
-Requests whose media are not named by paths (PIL images, waveform arrays) or that carry subtitles (their lines depend
-on the plan and sit in the question) are groups of one and run the plain way.
+Requests whose media are not named by paths (PIL images, waveform arrays), that carry subtitles (their lines depend
+on the plan and sit in the question) or that use beam search are groups of one and run the plain way.
 
 Memory: a member's generation holds the prefix cache and one copy of it (prefix tokens x layers x 2 x KV heads x head
 dim x dtype bytes each), on top of what the memory fit estimates for the leader's plan.
@@ -63,7 +63,10 @@ class MediaGroup:
 
 
 def _media_key(request: Request, settings: RequestSettings) -> str | None:
-    """The group key of a request: its media (by path) and video settings; None when it cannot share."""
+    """The group key of a request: its media (by path) and video settings; None when it cannot share (beam search
+    expands the batch, which a shared cache of batch 1 does not follow)."""
+    if settings.params.num_beams > 1:
+        return None
     try:
         items = classify_visuals(request.visuals())
     except MediaError:

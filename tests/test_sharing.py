@@ -115,3 +115,33 @@ def test_an_out_of_memory_error_re_plans_the_whole_group(tiny_7b, videos, tmp_pa
         assert second["budget_scale"] == pytest.approx(0.7) and second["input_tokens"] < first["input_tokens"]
         assert record["tokens"]["input"] < first["input_tokens"]
     assert all(result.text for result in results)
+
+
+def test_grouping_follows_media_and_settings_across_tasks():
+    """Catches: groups split by task, requests with another video policy or beam search put in a group, in-memory
+    images grouped, a leader that is not the longest prompt plus max_new_tokens, ``share=False`` ignored."""
+    from PIL import Image
+
+    from omni_lmms_plugin.config import AdapterConfig
+    from omni_lmms_plugin.inputs import Request, resolve_settings
+
+    image = Image.new("RGB", (28, 28))
+
+    def request(index, visuals, task="t", **gen):
+        return Request(index, "q" * (index + 1), {"max_new_tokens": 4, **gen}, index, task, "test", lambda _: visuals)
+
+    requests = [
+        request(0, ["/v/a.mp4"]),
+        request(1, ["/v/a.mp4"], task="other", max_new_tokens=10),
+        request(2, ["/v/a.mp4"], omni_max_frames=8),
+        request(3, ["/v/a.mp4"], num_beams=2),
+        request(4, [image]),
+        request(5, [image]),
+        request(6, ["/v/a.mp4"], max_new_tokens=1),
+    ]
+    settings = {r.index: resolve_settings(r, AdapterConfig()) for r in requests}
+    groups = group_requests(requests, settings, lambda r: len(r.context), share=True)
+    assert [[m.index for m in g.members] for g in groups] == [[0, 1, 6], [2], [3], [4], [5]]
+    assert groups[0].leader.index == 1  # prompt + max_new_tokens: 2 + 10 beats 7 + 1 (the longest prompt) and 1 + 4
+    alone = group_requests(requests, settings, lambda r: len(r.context), share=False)
+    assert all(not g.shared for g in alone) and len(alone) == len(requests)
