@@ -3,10 +3,13 @@ generated with bounded memory, retried smaller after out-of-memory, and recorded
 
 One request's path: lmms-eval's tuple becomes a :class:`~omni_lmms_plugin.inputs.Request` and its settings are parsed
 once (:meth:`~omni_lmms_plugin.planner.Planner.settings`); a finished request is answered from the provenance journal
-(resume); the rest are planned and prepared (probe, plan, decode, processor) ahead of the GPU in
+(resume); the rest are grouped by media and settings (:func:`~omni_lmms_plugin.sharing.group_requests`: the questions
+on one video are planned, decoded, encoded and prefilled once, see :mod:`~omni_lmms_plugin.sharing`), and each group is
+planned and prepared (probe, plan, decode, processor) ahead of the GPU on ``prefetch_workers`` threads in
 :func:`~omni_lmms_plugin.pipeline.prefetched`; each attempt fits its plan to the free device memory
 (:meth:`~omni_lmms_plugin.planner.Planner.fit`) and generates; :func:`~omni_lmms_plugin.retries.run_with_retries` owns
-the attempts; one provenance record is written per request as soon as it ends.
+the attempts (a group's retry re-plans the whole group); one provenance record is written per request as soon as its
+group ends, and the answers go back in lmms-eval's order.
 """
 
 from __future__ import annotations
