@@ -145,3 +145,22 @@ def test_grouping_follows_media_and_settings_across_tasks():
     assert groups[0].leader.index == 1  # prompt + max_new_tokens: 2 + 10 beats 7 + 1 (the longest prompt) and 1 + 4
     alone = group_requests(requests, settings, lambda r: len(r.context), share=False)
     assert all(not g.shared for g in alone) and len(alone) == len(requests)
+
+
+def test_a_member_that_fails_fails_alone(tiny_7b, videos, tmp_path, monkeypatch):
+    """Catches: one member's failure (here an empty answer) failing its whole group, or recorded as answered."""
+    import omni_lmms_plugin.adapter as adapter
+
+    real, calls = adapter.generate_from_prefix, []
+
+    def empty_second(*args, **kwargs):
+        calls.append(1)
+        return ("", 2) if len(calls) == 2 else real(*args, **kwargs)
+
+    monkeypatch.setattr(adapter, "generate_from_prefix", empty_second)
+    model = make_model(tiny_7b, tmp_path)
+    model.generate_until(requests(model, docs_for(videos)))
+    by_doc = {r["doc_id"]: r for r in records(tmp_path)}
+    assert [by_doc[d]["status"] for d in (0, 2, 3)] == ["answered", "failed", "answered"]
+    assert by_doc[2]["failure"].startswith("EmptyAnswerError")
+    assert by_doc[2]["attempts"][-1]["outcome"] == "failed" and by_doc[0]["attempts"][-1]["outcome"] == "answered"
