@@ -1,6 +1,7 @@
 """Time our video loader against the loaders lmms-eval and qwen-omni-utils use, on long synthetic videos.
 
-    python benchmarks/loader.py [--cache DIR] [--frames 16 64 256] [--quick] [--loaders NAME ...]
+    python benchmarks/loader.py [--cache DIR] [--frames 16 64 256] [--quick] [--loaders NAME ...] [--workers 1 2 ...]
+    python benchmarks/loader.py --scaling [--frames 256] [--quick]
 
 Generates (once, into ``--cache``) two 10-minute 1280x720 30 fps H.264 + AAC videos, one with a 2 s GOP and one with a
 10 s GOP, then runs every loader for every frame count, each in a fresh subprocess so that its peak RSS (from
@@ -12,11 +13,18 @@ Loaders:
 * ``ours-exact`` / ``ours-keyframe``: :func:`omni_lmms_plugin.media.load_video` with a plan of exactly N frames at the
   ``smart_resize`` size (560x1008 for 720p), seek_mode exact / keyframe, video only like the other loaders;
   ``ours-exact+audio`` also decodes the first 300 s of audio to 16 kHz mono (what audio-in-video adds).
+* ``pyav-seek``: the naive sketch exact mode must beat: for each target, seek to the keyframe before it and decode
+  forward to it (no reuse between targets), resized the same way.
 * ``pyav-sequential``: the reference for exact mode: plain PyAV decoding of every frame, keeping (and resizing the same
   way) the frame on screen at each planned time; exact mode must not be more than 10% slower.
 * ``lmms-eval``: ``lmms_eval.models.model_utils.load_video.read_video(path, num_frm=N, backend="pyav")`` (native size).
 * ``qwen-torchcodec`` / ``qwen-decord``: ``qwen_omni_utils.v2_5.vision_process.fetch_video({"video": path,
   "nframes": N})`` with that backend forced through ``FORCE_QWENVL_VIDEO_READER`` (skipped when not installed).
+
+``--workers`` runs our loaders once per worker count (``load_video(workers=N)``: the targets split into N segments
+decoded in threads, each with its own container); the ``workers`` column says which. ``--scaling`` prints the per-core
+scaling table instead: ``ours-exact`` and ``ours-keyframe`` at 1, 2, ... up to the machine's cores (and all of them),
+frames per second, speed-up over one worker, and the speed-up per worker (1.0 is perfect scaling).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ LOADERS = (
     "ours-exact",
     "ours-keyframe",
     "ours-exact+audio",
+    "pyav-seek",
     "pyav-sequential",
     "lmms-eval",
     "qwen-torchcodec",
@@ -98,8 +107,30 @@ def _sequential(path: str, plan) -> tuple:
     return out.shape, out.nbytes
 
 
-def worker(loader: str, path: str, frames: int) -> dict:
-    """Import what ``loader`` needs, then time one load of ``frames`` frames."""
+def _seek_per_target(path: str, plan) -> tuple:
+    """For each planned time: seek to the keyframe at or before it, decode forward to the frame on screen then."""
+    import av
+    import numpy as np
+
+    out = np.empty((plan.frames, plan.height, plan.width, 3), dtype=np.uint8)
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        origin, time_base = stream.start_time or 0, stream.time_base
+        for index, target in enumerate(plan.frame_times):
+            container.seek(origin + int(target / time_base), backward=True, any_frame=False, stream=stream)
+            previous = None
+            for frame in container.decode(stream):
+                if previous is not None and float((frame.pts - origin) * time_base) > target + 1e-6:
+                    break
+                previous = frame
+            out[index] = previous.to_ndarray(
+                width=plan.width, height=plan.height, format="rgb24", interpolation="BICUBIC"
+            )
+    return out.shape, out.nbytes
+
+
+def worker(loader: str, path: str, frames: int, workers: int = 1) -> dict:
+    """Import what ``loader`` needs, then time one load of ``frames`` frames (ours with ``workers`` threads)."""
     if loader.startswith("qwen-"):
         os.environ["FORCE_QWENVL_VIDEO_READER"] = loader.split("-", 1)[1]
         from qwen_omni_utils.v2_5.vision_process import fetch_video
@@ -120,13 +151,18 @@ def worker(loader: str, path: str, frames: int) -> dict:
         plan = _plan(path, frames, audio=loader.endswith("+audio"))
 
         def call():
-            video = load_video(path, plan, seek_mode=mode, decode_timeout=3600)
+            video = load_video(path, plan, seek_mode=mode, decode_timeout=3600, workers=workers)
             return video.frames.shape, video.frames.nbytes
     elif loader == "pyav-sequential":
         plan = _plan(path, frames)
 
         def call():
             return _sequential(path, plan)
+    elif loader == "pyav-seek":
+        plan = _plan(path, frames)
+
+        def call():
+            return _seek_per_target(path, plan)
     else:
         raise SystemExit(f"Invalid loader ({loader}). Supported values are {', '.join(LOADERS)}.")
     base = _rss_bytes()
@@ -168,9 +204,9 @@ def ensure_videos(cache: Path, quick: bool) -> list[Path]:
     return paths
 
 
-def run_one(loader: str, path: Path, frames: int) -> dict:
+def run_one(loader: str, path: Path, frames: int, workers: int = 1) -> dict:
     """Run one load in a fresh subprocess; its own peak RSS comes from ``os.wait4``."""
-    command = [sys.executable, os.path.abspath(__file__), "--worker", loader, str(path), str(frames)]
+    command = [sys.executable, os.path.abspath(__file__), "--worker", loader, str(path), str(frames), str(workers)]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
         _, status, usage = os.wait4(process.pid, 0)  # reap it ourselves to get this child's own rusage
@@ -200,43 +236,80 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--quick", action="store_true", help="1-minute 360p videos (a smoke run)")
     parser.add_argument("--loaders", nargs="+", default=list(LOADERS), choices=LOADERS)
-    parser.add_argument("--worker", nargs=3, metavar=("LOADER", "PATH", "FRAMES"), help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="decoding threads of our loaders")
+    parser.add_argument("--scaling", action="store_true", help="the per-core scaling table of our loaders")
+    parser.add_argument("--worker", nargs=4, metavar=("LOADER", "PATH", "FRAMES", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        loader, path, frames = args.worker
-        print(json.dumps(worker(loader, path, int(frames))), flush=True)
+        loader, path, frames, workers = args.worker
+        print(json.dumps(worker(loader, path, int(frames), int(workers))), flush=True)
         return 0
 
     videos = ensure_videos(args.cache, args.quick)
+    if args.scaling:
+        return scaling(videos, args.frames)
     loaders = [loader for loader in args.loaders if available(loader)]
     skipped = sorted(set(args.loaders) - set(loaders))
     if skipped:
         print(f"skipped (not installed): {', '.join(skipped)}")
-    header = f"{'video':<26} {'frames':>6} {'loader':<16} {'wall s':>8} {'x ours':>7} {'peak MB':>8} {'base MB':>8} {'kept MB':>8}  shape"
+    header = f"{'video':<26} {'frames':>6} {'loader':<16} {'workers':>7} {'wall s':>8} {'x ours':>7} {'peak MB':>8} {'base MB':>8} {'kept MB':>8}  shape"
     print(header)
     print("-" * len(header))
     ok = True
     for video in videos:
         for frames in args.frames:
-            results = {loader: run_one(loader, video, frames) for loader in loaders}
-            ours = results.get("ours-exact", {}).get("seconds")
-            for loader, result in results.items():
+            results = {
+                (loader, workers): run_one(loader, video, frames, workers)
+                for loader in loaders
+                for workers in (args.workers if loader.startswith("ours-") else [1])
+            }
+            ours = results.get(("ours-exact", 1), {}).get("seconds")
+            for (loader, workers), result in results.items():
                 if "error" in result:
-                    print(f"{video.name:<26} {frames:>6} {loader:<16} failed: {result['error']}", flush=True)
+                    print(
+                        f"{video.name:<26} {frames:>6} {loader:<16} {workers:>7} failed: {result['error']}", flush=True
+                    )
                     continue
                 ratio = f"{result['seconds'] / ours:7.2f}" if ours else "      -"
                 print(
-                    f"{video.name:<26} {frames:>6} {loader:<16} {result['seconds']:8.2f} {ratio} "
+                    f"{video.name:<26} {frames:>6} {loader:<16} {workers:>7} {result['seconds']:8.2f} {ratio} "
                     f"{result['peak'] / 2**20:8.0f} {result['base'] / 2**20:8.0f} {result['kept'] / 2**20:8.0f}  "
                     f"{'x'.join(map(str, result['shape']))}",
                     flush=True,
                 )
-            sequential = results.get("pyav-sequential", {}).get("seconds")
+            sequential = results.get(("pyav-sequential", 1), {}).get("seconds")
             if ours and sequential and ours > 1.1 * sequential:
                 ok = False
                 print(f"  !! exact mode {ours:.2f} s is more than 10% slower than sequential {sequential:.2f} s")
             print(flush=True)
     return 0 if ok else 1
+
+
+def scaling(videos: list[Path], frame_counts: list[int]) -> int:
+    """Frames per second of our loaders at 1, 2, 4, ... workers and at every core; returns 0."""
+    cores = os.cpu_count() or 1
+    counts = sorted({1, cores, *(2**i for i in range(1, cores.bit_length()) if 2**i <= cores)})
+    print(f"per-core scaling on {cores} cores (each load in a fresh process)")
+    print("| video | frames | loader | workers | wall s | frames/s | speed-up | per worker |")
+    print("|---|---|---|---|---|---|---|---|")
+    for video in videos:
+        for frames in frame_counts:
+            for loader in ("ours-exact", "ours-keyframe"):
+                single = None
+                for workers in counts:
+                    result = run_one(loader, video, frames, workers)
+                    if "error" in result:
+                        print(f"| {video.name} | {frames} | {loader} | {workers} | failed: {result['error']} |||")
+                        continue
+                    seconds = result["seconds"]
+                    single = single or seconds
+                    speedup = single / seconds
+                    print(
+                        f"| {video.name} | {frames} | {loader} | {workers} | {seconds:.2f} | {frames / seconds:.1f} | "
+                        f"{speedup:.2f}x | {speedup / workers:.2f} |",
+                        flush=True,
+                    )
+    return 0
 
 
 if __name__ == "__main__":

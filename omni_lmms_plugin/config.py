@@ -42,7 +42,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 # Model args that change neither the inputs nor the answers: left out of the resume key and of run comparisons.
-NOT_IN_RESUME_KEY = ("provenance_dir", "prefetch", "resume", "batch_size", "decode_timeout")
+NOT_IN_RESUME_KEY = ("provenance_dir", "prefetch", "prefetch_workers", "resume", "batch_size", "decode_timeout")
 
 
 def _to_bool_word(value: Any) -> str:
@@ -84,6 +84,10 @@ class AdapterConfig:
     max_memory_gib: float | None = None
     vision_group_frames: int = 64
     prefetch: int = 1
+    # Requests showing the same media with the same settings are planned, decoded, encoded and prefilled once.
+    share_video_prefix: bool = True
+    # Threads preparing requests ahead of the model (None: half the machine's cores, 1 to 8); see pipeline.py.
+    prefetch_workers: int | None = None
     provenance_dir: str | None = None
     resume: bool = True
     batch_size: int = 1
@@ -109,6 +113,11 @@ class AdapterConfig:
             raise ConfigError(f"vision_group_frames={self.vision_group_frames} must be an even number >= 2")
         if self.prefetch < 0:
             raise ConfigError(f"prefetch={self.prefetch} must be 0 (off) or a queue depth")
+        if self.prefetch_workers is not None and self.prefetch_workers < 1:
+            raise ConfigError(
+                f"prefetch_workers={self.prefetch_workers} must be at least 1 (threads preparing requests; "
+                "omit it for half the machine's cores)"
+            )
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be at least 1")
         if not self.frames_fps > 0:

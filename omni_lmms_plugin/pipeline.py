@@ -1,23 +1,35 @@
-"""Run each request's CPU preparation (probe, plan, decode, processor) ahead of the GPU.
+"""Run each request's CPU preparation (probe, plan, decode, processor) ahead of the GPU, on several threads.
 
 :func:`prefetched` yields requests in their original order with a handle to their prepared inputs. With ``depth=0``
-the preparation runs in line when the handle is read (the sequential path); with ``depth>=1`` one background worker
-keeps up to ``depth`` requests prepared ahead, so memory stays bounded by ``depth`` planned inputs. A preparation
-error travels with its own request and is raised when that request reads its handle.
+the preparation runs in line when the handle is read (the sequential path); with ``depth>=1``, ``workers`` background
+threads prepare the requests ahead of the one being read, at most ``max(depth, workers)`` of them, so memory stays
+bounded by ``max(depth, workers) + 1`` prepared inputs (the one being read included). Decoding releases the GIL (PyAV
+decodes and converts in C), so the workers decode in parallel. A preparation error travels with its own request and is
+raised when that request reads its handle.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-__all__ = ["Prepared", "prefetched"]
+__all__ = ["Prepared", "prefetched", "default_workers", "MAX_DEFAULT_WORKERS"]
 
 R = TypeVar("R")
 P = TypeVar("P")
+
+# The default number of preparation threads is half the machine's cores, at most this many: every thread in flight
+# holds one request's decoded frames and processor output in host memory.
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_workers(cores: int | None = None) -> int:
+    """Preparation threads for a machine with ``cores`` cores (default: this one's): half of them, 1 to 8."""
+    return max(1, min(MAX_DEFAULT_WORKERS, (cores or os.cpu_count() or 1) // 2))
 
 
 class Prepared(Generic[P]):
@@ -37,19 +49,25 @@ class Prepared(Generic[P]):
             self.wait_seconds = time.perf_counter() - started
 
 
-def prefetched(requests: list[R], prepare: Callable[[R], P], depth: int) -> Iterator[tuple[R, Prepared[P]]]:
-    """Yield ``(request, Prepared)`` in order, preparing up to ``depth`` requests ahead in one worker thread."""
+def prefetched(
+    requests: list[R], prepare: Callable[[R], P], depth: int, workers: int = 1
+) -> Iterator[tuple[R, Prepared[P]]]:
+    """Yield ``(request, Prepared)`` in order, preparing up to ``max(depth, workers)`` requests ahead on ``workers``
+    threads (``depth=0``: in line, no threads)."""
     if depth <= 0:
         for request in requests:
             yield request, Prepared(compute=lambda request=request: prepare(request))
         return
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omni-prefetch")
+    if workers < 1:
+        raise ValueError(f"workers={workers} must be at least 1 (preparation threads)")
+    ahead = max(depth, workers)
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="omni-prefetch")
     pending: deque[tuple[R, Future]] = deque()
     upcoming = iter(requests)
     try:
         for request in upcoming:
             pending.append((request, executor.submit(prepare, request)))
-            if len(pending) > depth:
+            if len(pending) > ahead:
                 done_request, future = pending.popleft()
                 yield done_request, Prepared(future=future)
         while pending:

@@ -40,6 +40,7 @@ __all__ = [
     "PlannedSubtitles",
     "RequestPlan",
     "plan_request",
+    "templated_prompt",
     "torch_linspace_indices",
 ]
 
@@ -253,7 +254,9 @@ def _scaled_video_plan(
         return plan_for(info, error.needed, policy, frame_indices=frame_indices)
 
 
-def _templated(processor: Any, system_prompt: str | None, items: list[MediaItem], context: str) -> tuple[str, int]:
+def templated_prompt(
+    processor: Any, system_prompt: str | None, items: list[MediaItem], context: str
+) -> tuple[str, int]:
     """The chat-templated text and its prompt tokens: every token but the media blocks' own (the template writes each
     block as bos + placeholder + eos; those three tokens belong to the block)."""
     blocks = [item for item in items if item.kind != "subtitles"]
@@ -296,7 +299,7 @@ def plan_request(
     tracks = [item.source for item in items if item.kind == "subtitles"]
     _check_subtitles(request, items, tracks)
     context = request.context.replace(SUBTITLE_PLACEHOLDER, "")
-    text, prompt_tokens = _templated(processor, config.system_prompt, items, context)
+    text, prompt_tokens = templated_prompt(processor, config.system_prompt, items, context)
     min_image, max_image = _image_pixel_range(processor)
 
     planned: list[PlannedVideo | PlannedImage | PlannedAudio | PlannedSubtitles | None] = []
@@ -350,7 +353,7 @@ def plan_request(
             break
         first = videos[0].plan
         lines, cues = render_subtitles(tracks[0], first.frame_times, first.duration, frame_rate=first.source_fps)
-        text, with_lines = _templated(
+        text, with_lines = templated_prompt(
             processor, config.system_prompt, items, request.context.replace(SUBTITLE_PLACEHOLDER, lines)
         )
         subtitles = PlannedSubtitles(tracks[0], tuple(cues), with_lines - prompt_tokens)

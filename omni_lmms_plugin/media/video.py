@@ -9,6 +9,7 @@ import bisect
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -36,6 +37,9 @@ _SEEK_MIN_SKIP_FRAMES = 8
 # A target past the last decoded frame still maps to it if it lies within this many seconds after the frame ends
 # (container and stream durations differ slightly); beyond it the file is short of what it claims (truncated).
 _END_TOLERANCE_SECONDS = 0.5
+# A segment of a video decoded in parallel holds at least this many targets: each segment opens the file again and
+# may decode up to a GOP before its first target.
+_MIN_SEGMENT_TARGETS = 4
 
 
 @dataclass(frozen=True)
@@ -264,6 +268,64 @@ def _decode_keyframes(
     return times
 
 
+def _segments(count: int, workers: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges of the targets, one per worker, at least ``_MIN_SEGMENT_TARGETS`` targets each."""
+    parts = max(1, min(workers, count // _MIN_SEGMENT_TARGETS))
+    bounds = [round(i * count / parts) for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+@dataclass(frozen=True)
+class _Span:
+    """What decoding any range of a plan's targets needs: the output array (each range fills its own rows), the
+    keyframe times and the stream's end from the packet scan, the mode and the deadline."""
+
+    name: str
+    plan: VideoPlan
+    frames: np.ndarray
+    keys: list[float] | None
+    end: float | None
+    seek_mode: str
+    deadline: float
+
+    def decode(self, decoder: _Decoder, start: int, stop: int) -> list[float]:
+        """Decode targets ``[start, stop)`` into ``frames[start:stop]`` with ``decoder``; returns their times."""
+        stream, plan, frames = decoder.stream, self.plan, self.frames
+        targets = tuple(plan.frame_times[start:stop])
+
+        def store(index: int, frame, copy_from: int | None = None) -> None:
+            if copy_from is not None:
+                frames[start + index] = frames[start + copy_from]
+                return
+            rotation = display_rotation(frame, stream.metadata)
+            if rotation in (90, 270):  # decode at the coded orientation, then turn upright
+                frames[start + index] = _rotate(_to_rgb(frame, plan.width, plan.height), rotation)
+            else:
+                frames[start + index] = _rotate(_to_rgb(frame, plan.height, plan.width), rotation)
+
+        # Frame threading pays off on long forward runs, but every seek flushes its pipeline (measured on 2 cores:
+        # 30% to 40% slower when seeking per target), so it is used only when no seek is planned.
+        seeks = (
+            len(targets) if self.seek_mode == "keyframe" else _planned_seeks(targets, self.keys, decoder.frame_seconds)
+        )
+        stream.thread_type = "SLICE" if seeks else "AUTO"
+        if self.seek_mode == "exact":
+            # Aim half a frame past each planned time: frame i of a constant-rate file is then found even where the
+            # container rounded its timestamp up (Matroska stores milliseconds: 2/30 s becomes 0.067 s).
+            half_frame = 0.5 / plan.source_fps
+            return _decode_exact(decoder, tuple(t + half_frame for t in targets), self.keys, store)
+        return _decode_keyframes(decoder, targets, self.keys or [], store, self.end)
+
+    def decode_apart(self, start: int, stop: int, *, threads: int) -> tuple[list[float], int]:
+        """:meth:`decode` in a container of its own, its decoder limited to ``threads`` threads; returns the times
+        and the number of frames decoded."""
+        with open_container(self.name) as container:
+            stream = container.streams.video[0]
+            stream.thread_count = threads
+            decoder = _Decoder(container, stream, self.name, self.deadline)
+            return self.decode(decoder, start, stop), decoder.decoded
+
+
 def load_video(
     path: str | os.PathLike,
     plan: VideoPlan | None = None,
@@ -272,6 +334,7 @@ def load_video(
     policy: VideoPolicy | None = None,
     decode_timeout: float = 120.0,
     seek_mode: SeekMode = "exact",
+    workers: int = 1,
 ) -> LoadedVideo:
     """Decode the frames (and audio span) of ``plan`` from a video file; without a plan, probe the file and plan it
     for ``budget`` (and ``policy``) first.
@@ -285,12 +348,20 @@ def load_video(
     once, in C, with swscale's bicubic filter to exactly ``plan.height x plan.width`` after turning them upright (the
     display matrix, or the legacy ``rotate`` tag); memory holds only the kept frames.
 
+    ``workers > 1`` splits the targets into that many contiguous segments (at least ``_MIN_SEGMENT_TARGETS`` targets
+    each), decoded concurrently in threads, each with its own container and decoder seeking to the keyframe before
+    its first target; the frames and times are the same as with one worker. Memory: the kept frames (one array,
+    ``frames x height x width x 3`` bytes) plus, per segment, one decoder's working set (its reference frames and
+    frame-threading queue, a few frames at the source resolution).
+
     Raises :class:`MediaError` (naming the file) for missing, empty, truncated, unreadable or undecodable files, a file
     without a video stream, or fewer frames than planned; :class:`DecodeTimeoutError` when decoding runs past
     ``decode_timeout`` seconds.
     """
     if seek_mode not in SEEK_MODES:
         raise ConfigError(f"Invalid seek mode ({seek_mode!r}). Supported values are {', '.join(SEEK_MODES)}.")
+    if workers < 1:
+        raise ConfigError(f"workers={workers} must be at least 1 (decoding threads for one video)")
     if not decode_timeout > 0:
         raise ConfigError(f"decode_timeout={decode_timeout} must be a positive number of seconds")
     started = time.monotonic()
@@ -313,34 +384,25 @@ def load_video(
         stream = container.streams.video[0]
         decoder = _Decoder(container, stream, name, deadline)
         frames = np.empty((plan.frames, plan.height, plan.width, 3), dtype=np.uint8)
-
-        def store(index: int, frame, copy_from: int | None = None) -> None:
-            if copy_from is not None:
-                frames[index] = frames[copy_from]
-                return
-            rotation = display_rotation(frame, stream.metadata)
-            if rotation in (90, 270):  # decode at the coded orientation, then turn upright
-                frames[index] = _rotate(_to_rgb(frame, plan.width, plan.height), rotation)
-            else:
-                frames[index] = _rotate(_to_rgb(frame, plan.height, plan.width), rotation)
-
         keys: list[float] | None = None
         end: float | None = None
         mean_gap = (targets[-1] - targets[0]) / max(len(targets) - 1, 1)
-        if seek_mode == "keyframe" or mean_gap > _SEEK_MIN_SKIP_FRAMES * decoder.frame_seconds:
+        segments = _segments(len(targets), workers)
+        if len(segments) > 1 or seek_mode == "keyframe" or mean_gap > _SEEK_MIN_SKIP_FRAMES * decoder.frame_seconds:
             keys, _, end, _ = scan_packets(container, stream, name, deadline)
             decoder.seek(0.0)
-        # Frame threading pays off on long forward runs, but every seek flushes its pipeline (measured on 2 cores:
-        # 30% to 40% slower when seeking per target), so it is used only when no seek is planned.
-        seeks = len(targets) if seek_mode == "keyframe" else _planned_seeks(targets, keys, decoder.frame_seconds)
-        stream.thread_type = "SLICE" if seeks else "AUTO"
-        if seek_mode == "exact":
-            # Aim half a frame past each planned time: frame i of a constant-rate file is then found even where the
-            # container rounded its timestamp up (Matroska stores milliseconds: 2/30 s becomes 0.067 s).
-            half_frame = 0.5 / plan.source_fps
-            times = _decode_exact(decoder, tuple(t + half_frame for t in targets), keys, store)
+        span = _Span(name, plan, frames, keys, end, seek_mode, deadline)
+        if len(segments) == 1:
+            times = span.decode(decoder, 0, len(targets))
+            decoded = decoder.decoded
         else:
-            times = _decode_keyframes(decoder, targets, keys or [], store, end)
+            # One container and decoder per segment, each in a thread: PyAV releases the GIL while FFmpeg decodes and
+            # swscale converts, so the segments decode in parallel. The cores are shared out among the segments.
+            threads = max(1, (os.cpu_count() or 1) // len(segments))
+            with ThreadPoolExecutor(max_workers=len(segments), thread_name_prefix="omni-decode") as pool:
+                parts = list(pool.map(lambda bounds: span.decode_apart(*bounds, threads=threads), segments))
+            times = [seconds for part, _ in parts for seconds in part]
+            decoded = sum(count for _, count in parts)
         if len(times) != plan.frames:
             raise MediaError(name, f"decoded {len(times)} of {plan.frames} planned frames")
 
@@ -359,7 +421,6 @@ def load_video(
                     pad=True,
                     deadline=deadline,
                 )
-        decoded = decoder.decoded
 
     return LoadedVideo(
         path=name,
