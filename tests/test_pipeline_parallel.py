@@ -10,9 +10,9 @@ import pytest
 
 from omni_lmms_plugin import media
 from omni_lmms_plugin import synthetic_media as sm
-from omni_lmms_plugin.video_plan import VideoPolicy
 from omni_lmms_plugin.errors import ConfigError
 from omni_lmms_plugin.pipeline import prefetched
+from omni_lmms_plugin.video_plan import VideoPolicy
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ from test_adapter import make_model, records, requests
 
 from omni_lmms_plugin import synthetic_media as sm
 from omni_lmms_plugin.generation import run_generate
-from omni_lmms_plugin.inputs import prepare_inputs, unpack_request
+from omni_lmms_plugin.inputs import prepare_inputs
+from omni_lmms_plugin.request import unpack_request
 from omni_lmms_plugin.sharing import group_requests
 
 
@@ -123,7 +124,7 @@ def test_grouping_follows_media_and_settings_across_tasks():
     from PIL import Image
 
     from omni_lmms_plugin.config import AdapterConfig
-    from omni_lmms_plugin.inputs import Request, resolve_settings
+    from omni_lmms_plugin.request import Request, resolve_settings
 
     image = Image.new("RGB", (28, 28))
 
