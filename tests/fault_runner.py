@@ -39,32 +39,43 @@ def main() -> None:
         key = f"{oom_random['seed']}:{doc_id}:{attempt_index}".encode()
         return int(hashlib.sha256(key).hexdigest()[:8], 16) / 2**32 < oom_random["rate"]
 
+    # A request runs alone (_answer/_stage) or in a group sharing its video (_answer_group/_stage_group, whose leader's
+    # doc id decides the group's faults); each attempt stages once.
     current: dict[str, int] = {}
-    original_answer = adapter.Qwen25OmniSafe._answer
-    original_stage = adapter.Qwen25OmniSafe._stage
-    original_run_generate = adapter.run_generate
 
-    def answer(self, request, settings, prepared):
-        current.update(doc_id=request.doc_id, attempt=-1)
-        return original_answer(self, request, settings, prepared)
+    def counting(method, doc_of):
+        def wrapped(self, unit, *rest):
+            current.update(doc_id=doc_of(unit), attempt=-1)
+            return method(self, unit, *rest)
 
-    def stage(self, request, settings, scale, prefetched_inputs):
-        # Each attempt stages once: count it, then plan, decode and fit as the adapter does.
-        current["attempt"] += 1
-        if calls_file:
-            with open(calls_file, "a") as handle:
-                handle.write(f"{request.doc_id}\n")
-        return original_stage(self, request, settings, scale, prefetched_inputs)
+        return wrapped
 
-    def run_generate(*args, **kwargs):
-        doc_id, attempt_index = current["doc_id"], current["attempt"]
-        if (doc_id in oom_docs and attempt_index == 0) or (oom_random and random_oom(doc_id, attempt_index)):
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")
-        return original_run_generate(*args, **kwargs)
+    def staging(method, docs_of):
+        def wrapped(self, unit, *rest):
+            current["attempt"] += 1
+            if calls_file:
+                with open(calls_file, "a") as handle:
+                    handle.writelines(f"{doc_id}\n" for doc_id in docs_of(unit))
+            return method(self, unit, *rest)
 
-    adapter.Qwen25OmniSafe._answer = answer
-    adapter.Qwen25OmniSafe._stage = stage
-    adapter.run_generate = run_generate
+        return wrapped
+
+    def out_of_memory_first(generate):
+        def wrapped(*args, **kwargs):
+            doc_id, attempt_index = current["doc_id"], current["attempt"]
+            if (doc_id in oom_docs and attempt_index == 0) or (oom_random and random_oom(doc_id, attempt_index)):
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")
+            return generate(*args, **kwargs)
+
+        return wrapped
+
+    model = adapter.Qwen25OmniSafe
+    model._answer = counting(model._answer, lambda request: request.doc_id)
+    model._answer_group = counting(model._answer_group, lambda group: group.leader.doc_id)
+    model._stage = staging(model._stage, lambda request: [request.doc_id])
+    model._stage_group = staging(model._stage_group, lambda group: [r.doc_id for r in group.members])
+    adapter.run_generate = out_of_memory_first(adapter.run_generate)
+    adapter.generate_from_prefix = out_of_memory_first(adapter.generate_from_prefix)
 
     original_frames = video._Decoder.frames
 

@@ -4,19 +4,19 @@ outside Python, where tracemalloc cannot see), stays within the planned frames p
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import hostile_media as hm
 import pytest
 
+from omni_lmms_plugin.media.video import DECODER_THREADS
+
 MIB = 2**20
-# The decoder's own working set. With frame threading FFmpeg starts min(CPUs + 1, 16) threads for a decoder
-# (libavcodec/pthread.c, MAX_AUTO_THREADS), each holding its picture in flight and the references it reads; measured
-# on 2 CPUs (3 threads): about 9 pictures at the file's coded size in YUV 4:2:0. The bound allows 3 per thread plus
-# 2, and a fixed 64 MiB for libav's contexts, swscale and Python objects.
-FRAME_THREADS = min(len(os.sched_getaffinity(0)) + 1, 16)
+# The decoder's own working set: each of its DECODER_THREADS threads holds its picture in flight and the references it
+# reads; measured on 2 CPUs: about 3 pictures per thread at the file's coded size in YUV 4:2:0. The bound allows 3 per
+# thread plus 2, and a fixed 64 MiB for libav's contexts, swscale and Python objects.
+FRAME_THREADS = DECODER_THREADS
 DECODER_PICTURES = 3 * FRAME_THREADS + 2
 FIXED_OVERHEAD = 64 * MIB
 BUDGET_TOKENS = 30_000  # a video's share of a 32k context

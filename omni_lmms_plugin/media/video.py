@@ -23,10 +23,13 @@ from ._container import DEADLINE_EVERY, check_file, open_container, scan_packets
 from .audio import decode_audio
 from .probe import display_rotation, plan_for, probe
 
-__all__ = ["SEEK_MODES", "RESIZE_INTERPOLATION", "SeekMode", "LoadedVideo", "load_video"]
+__all__ = ["DECODER_THREADS", "SEEK_MODES", "RESIZE_INTERPOLATION", "SeekMode", "LoadedVideo", "load_video"]
 
 SeekMode = Literal["exact", "keyframe"]
 SEEK_MODES: tuple[str, ...] = get_args(SeekMode)
+
+# Decoding threads of one video's decoder: the host-memory bound of a decode scales with them.
+DECODER_THREADS = min(4, os.cpu_count() or 1)
 
 # swscale's bicubic filter: kept frames are resized once, in C, straight from the decoder's pixel format to RGB.
 RESIZE_INTERPOLATION = "BICUBIC"
@@ -382,6 +385,9 @@ def load_video(
         if not container.streams.video:
             raise MediaError(name, "no video stream (audio-only file?): load it with load_audio")
         stream = container.streams.video[0]
+        # Each decoder thread holds pictures at the coded size (about 3 in flight each): FFmpeg's automatic count
+        # (CPUs + 1, up to 16) would hold ~2.4 GB for one 8K video on a 16-core GPU host.
+        stream.thread_count = DECODER_THREADS
         decoder = _Decoder(container, stream, name, deadline)
         frames = np.empty((plan.frames, plan.height, plan.width, 3), dtype=np.uint8)
         keys: list[float] | None = None
