@@ -41,8 +41,8 @@ from .model_surgery import install_grouped_vision_encoding, install_last_positio
 from .pipeline import Prepared, default_workers, prefetched
 from .planner import ModelFacts, Planner, flash_attn_available
 from .provenance import ProvenanceWriter, SampleRecord, default_provenance_dir, failure_answer, stable_hash
-from .request import Request, RequestSettings, classify_visuals, unpack_request
-from .request_plan import templated_prompt, torch_linspace_indices
+from .request import Request, RequestSettings, unpack_request
+from .request_plan import torch_linspace_indices
 from .retries import is_out_of_memory, run_with_retries
 from .sharing import MediaGroup, PrefixCache, generate_from_prefix, group_requests, member_inputs, prefill
 
@@ -304,7 +304,7 @@ class Qwen25OmniSafe(lmms):
             progress.update(1)
 
         groups = group_requests(
-            todo, settings, lambda request: self._prompt_tokens(request)[1], share=self.config.share_video_prefix
+            todo, settings, lambda request: self.planner.templated(request)[1], share=self.config.share_video_prefix
         )
 
         def prepare_first(group: MediaGroup) -> PreparedInputs | _GroupInputs:
@@ -355,13 +355,6 @@ class Qwen25OmniSafe(lmms):
         plan = self.planner.plan(request, settings, scale)
         return prepare_inputs(self._locked_processor, request, plan, self.config)
 
-    def _prompt_tokens(self, request: Request) -> tuple[str, int]:
-        """The request's chat-templated prompt and its prompt tokens (every token but the media blocks' own)."""
-        with self.planner.lock:
-            return templated_prompt(
-                self.processor, self.config.system_prompt, classify_visuals(request.visuals()), request.context
-            )
-
     def _prepare_group(
         self,
         group: MediaGroup,
@@ -375,7 +368,7 @@ class Qwen25OmniSafe(lmms):
             leader = self._prepare(group.leader, settings[group.leader.index], scale)
         members = []
         for request in group.members:
-            text, prompt_tokens = self._prompt_tokens(request)
+            text, prompt_tokens = self.planner.templated(request)
             with self.planner.lock:
                 members.append(member_inputs(leader, text, prompt_tokens, self.processor.tokenizer))
         return _GroupInputs(leader, tuple(members))

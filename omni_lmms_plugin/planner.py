@@ -15,8 +15,8 @@ from typing import Any
 
 from .config import AdapterConfig
 from .memory import ModelDims
-from .request import Request, RequestSettings, resolve_settings
-from .request_plan import RequestPlan, plan_request
+from .request import Request, RequestSettings, classify_visuals, resolve_settings
+from .request_plan import RequestPlan, plan_request, templated_prompt
 from .video_plan import linspace_indices
 
 __all__ = ["ModelFacts", "MemoryFit", "Planner", "MAX_MEMORY_SHRINKS", "flash_attn_available"]
@@ -83,6 +83,13 @@ class Planner:
                 scale=scale,
                 frame_indices=self.frame_indices,
             )
+
+    def templated(self, request: Request) -> tuple[str, int]:
+        """The request's chat-templated prompt and its length in tokens (every token but the media blocks' own); the
+        longest prompt of a shared group decides its plan."""
+        with self.lock:
+            items = classify_visuals(request.visuals())
+            return templated_prompt(self.processor, self.config.system_prompt, items, request.context)
 
     def estimate(self, plan: RequestPlan, max_new_tokens: int) -> int:
         """Predicted peak device memory of generating from ``plan``, weights included (bytes)."""

@@ -34,7 +34,8 @@ from .errors import BudgetError, ConfigError, MediaError
 from .memory import DTYPE_BYTES, GIB, ModelDims
 from .planner import ModelFacts, Planner, flash_attn_available
 from .report import distribution
-from .request import Request
+from .request import Request, RequestSettings
+from .sharing import group_requests
 
 __all__ = ["DEFAULT_GPU_GIB", "load_planner", "run_preflight", "render_preflight"]
 
@@ -142,7 +143,11 @@ def _load_tasks(
 
 
 def _plan_sample(
-    planner: Planner, request: Request, gpu_gib: Sequence[float], probe_times: list[tuple[float, str]]
+    planner: Planner,
+    request: Request,
+    settings: RequestSettings,
+    gpu_gib: Sequence[float],
+    probe_times: list[tuple[float, str]],
 ) -> dict[str, Any]:
     """Plan one sample exactly as the adapter will (the same planner), and fit it to each GPU size."""
     from .request import classify_visuals
@@ -150,7 +155,6 @@ def _plan_sample(
     row: dict[str, Any] = {"task": request.task, "doc_id": request.doc_id, "status": "planned"}
     started = time.perf_counter()
     try:
-        settings = planner.settings(request)
         row["media"] = [item.kind for item in classify_visuals(request.visuals())]
         plan = planner.plan(request, settings)
     except MediaError as error:
@@ -198,6 +202,25 @@ def _plan_sample(
         except (BudgetError, MediaError):
             fit = None
         row["shrinks"][f"{gib:g}"] = fit.shrinks if fit is not None and fit.fits else None
+    return row
+
+
+def _member_row(planner: Planner, leader: dict[str, Any], member: Request, settings: RequestSettings) -> dict[str, Any]:
+    """A shared group member's row: the leader's media plan (the group is planned once, for its longest prompt) with
+    the member's own prompt."""
+    row = {
+        **leader,
+        "task": member.task,
+        "doc_id": member.doc_id,
+        "shared_with": f"{leader['task']}/{leader['doc_id']}",
+    }
+    if leader["status"] == "planned":
+        prompt_tokens = planner.templated(member)[1]
+        row.update(
+            prompt_tokens=prompt_tokens,
+            input_tokens=leader["input_tokens"] - leader["prompt_tokens"] + prompt_tokens,
+            max_new_tokens=settings.params.max_new_tokens,
+        )
     return row
 
 
@@ -297,16 +320,40 @@ def run_preflight(
     planner = load_planner(config)
     loaded = _load_tasks(tasks, include_paths, limit, gen_kwargs)
 
-    rows: dict[str, list[dict]] = defaultdict(list)
+    # The adapter's order of work: every request unpacked and its settings parsed, requests on the same media grouped
+    # (share_video_prefix), each group planned once for its longest prompt.
+    requests = []
+    for entry in loaded:
+        for instance in entry.instances:
+            requests.append(unpack_request(len(requests), instance, {entry.name: entry.task.dataset}))
+    settings: dict[int, RequestSettings] = {}
+    planned_rows: dict[int, dict[str, Any]] = {}
+    for request in requests:
+        try:
+            settings[request.index] = planner.settings(request)
+        except ConfigError as error:
+            planned_rows[request.index] = {
+                "task": request.task, "doc_id": request.doc_id, "status": "error", "error": f"ConfigError: {error}"
+            }  # fmt: skip
+    groups = group_requests(
+        [r for r in requests if r.index in settings],
+        settings,
+        lambda request: planner.templated(request)[1],
+        share=config.share_video_prefix,
+    )
     probe_times: list[tuple[float, str]] = []
-    total = sum(len(entry.instances) for entry in loaded)
-    with tqdm(total=total, desc="preflight", unit="sample", dynamic_ncols=True, disable=not progress) as bar:
-        for entry in loaded:
-            for index, instance in enumerate(entry.instances):
-                request = unpack_request(index, instance, {entry.name: entry.task.dataset})
-                row = _plan_sample(planner, request, gpu_gib, probe_times)
-                rows[entry.name].append(row)
-                bar.update(1)
+    with tqdm(total=len(requests), desc="preflight", unit="sample", dynamic_ncols=True, disable=not progress) as bar:
+        bar.update(len(planned_rows))
+        for group in groups:
+            leader = _plan_sample(planner, group.leader, settings[group.leader.index], gpu_gib, probe_times)
+            for member in group.members:
+                planned_rows[member.index] = (
+                    leader if member is group.leader else _member_row(planner, leader, member, settings[member.index])
+                )
+            bar.update(len(group.members))
+    rows: dict[str, list[dict]] = defaultdict(list)
+    for request in requests:
+        rows[request.task].append(planned_rows[request.index])
 
     report: dict[str, Any] = {
         "tasks": [_task_summary(e.name, rows[e.name], gpu_gib, e.skipped) for e in loaded],

@@ -56,7 +56,7 @@ def test_each_shared_answer_equals_the_question_run_alone_on_the_groups_plan(tin
 
     unpacked = [unpack_request(i, instance, model.task_dict) for i, instance in enumerate(instances)]
     settings = {r.index: model.planner.settings(r) for r in unpacked}
-    groups = group_requests(unpacked, settings, lambda r: model._prompt_tokens(r)[1], share=True)
+    groups = group_requests(unpacked, settings, lambda r: model.planner.templated(r)[1], share=True)
     assert [[m.index for m in g.members] for g in groups] == [[0, 2, 3], [1]]
     assert groups[0].leader.index == 2  # the longest prompt plans the media
     shared = model._prepare_group(groups[0], settings, 1.0)

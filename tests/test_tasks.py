@@ -439,6 +439,12 @@ def test_every_task_runs_end_to_end(e2e_home, task_listing, tmp_path):
         if row["status"] == "planned"
     }
     assert executed and {key: predicted.get(key) for key in executed} == executed
+    # Questions on one video share its plan and prefix (share_video_prefix): preflight groups them as the run did.
+    shared = {(r["task"], r["doc_id"]) for r in provenance if r["tokens"].get("shared_prefix")}
+    members = {
+        (row["task"], row["doc_id"]) for row in json.loads(output.read_text())["samples"] if row.get("shared_with")
+    }
+    assert members and members <= shared
 
     # MVBench episodic_reasoning stores each video as a folder of 3 fps frames: planned like a file, first and last in.
     (episodic,) = [r for r in provenance if r["task"] == "omni_mvbench_episodic_reasoning"]
