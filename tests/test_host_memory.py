@@ -91,3 +91,68 @@ def test_a_hostile_file_cannot_exhaust_host_memory(hostile, name):
     measured = peak_rss_rise(hostile[name])
     bound = measured["planned"] + DECODER_PICTURES * measured["coded_picture"] + FIXED_OVERHEAD
     assert measured["rise"] < bound, (measured, bound)
+
+
+# Runs in a fresh interpreter: the adapter on the tiny checkpoint answers many requests whose doc_to_visual builds a
+# large in-memory image each time it is called (as image tasks decode them from the dataset); reports how far RSS rose
+# during generate_until and the bytes of one image and of its processor output.
+_IMAGES_CHILD = r"""
+import json, sys
+import numpy as np
+from lmms_eval.api.instance import Instance
+from PIL import Image
+from omni_lmms_plugin.adapter import Qwen25OmniSafe
+
+def status_kib(field):
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith(field + ":"))
+
+checkpoint, folder, count, side = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+model = Qwen25OmniSafe(pretrained=checkpoint, device="cpu", provenance_dir=folder, resume=False, max_new_tokens=2)
+docs = [{"seed": i} for i in range(count)]
+model.task_dict = {"images": {"test": docs}}
+
+def doc_to_visual(doc):
+    noise = np.random.default_rng(doc["seed"]).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    return [Image.fromarray(noise)]
+
+requests = [
+    Instance("generate_until", ("What is shown?", {"max_new_tokens": 2}, doc_to_visual, i, "images", "test"), i,
+             {"task": "images", "doc_id": i, "repeats": 1})
+    for i in range(count)
+]
+with open("/proc/self/clear_refs", "w") as handle:
+    handle.write("5")
+start = status_kib("VmRSS")
+answers = model.generate_until(requests)
+rise = (status_kib("VmHWM") - start) * 1024
+failed = sum(answer.text.startswith("[omni-lmms failed]") for answer in answers)
+print(json.dumps({"rise": rise, "image": side * side * 3, "failed": failed}))
+"""
+
+
+def _image_run_rise(checkpoint, folder, count: int, side: int) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", _IMAGES_CHILD, str(checkpoint), str(folder), str(count), str(side)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads(result.stdout.splitlines()[-1])
+    assert measured["failed"] == 0
+    return measured
+
+
+def test_an_image_task_holds_a_few_requests_media_not_the_benchmarks(tiny_7b, tmp_path):
+    """Requests whose doc_to_visual makes a 1000x1000 RGB image (3 MB) each time it is called: the run's peak RSS does
+    not grow with the number of requests (20 vs 100: the 80 more images would be 240 MB), because a request's media
+    are resolved when it is prepared and released once the processor has run. The bound on the growth is 80 MiB.
+    Catches media resolved eagerly: with ``generate_until`` keeping every request's ``visuals()`` in a list (the old
+    unpacking, which called doc_to_visual for every request first), the growth was about the 80 images and this test
+    failed."""
+    few = _image_run_rise(tiny_7b, tmp_path / "few", 20, 1000)
+    many = _image_run_rise(tiny_7b, tmp_path / "many", 100, 1000)
+    growth = many["rise"] - few["rise"]
+    assert growth < 80 * MIB, (few, many)
+    assert 80 * many["image"] > 80 * MIB * 2, "the bound must be far below what holding every image would take"
