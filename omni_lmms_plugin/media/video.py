@@ -11,12 +11,13 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import get_args
 
 import av
 import numpy as np
 
 from ..budget import TokenBudget
+from ..config import SeekChoice
 from ..errors import ConfigError, DecodeTimeoutError, MediaError
 from ..video_plan import VideoPlan, VideoPolicy
 from ._container import DEADLINE_EVERY, check_file, open_container, scan_packets
@@ -25,7 +26,8 @@ from .probe import display_rotation, plan_for, probe
 
 __all__ = ["DECODER_THREADS", "SEEK_MODES", "RESIZE_INTERPOLATION", "SeekMode", "LoadedVideo", "load_video"]
 
-SeekMode = Literal["exact", "keyframe"]
+# The seek modes are the model arg's (one definition, in config).
+SeekMode = SeekChoice
 SEEK_MODES: tuple[str, ...] = get_args(SeekMode)
 
 # Decoding threads of one video's decoder: the host-memory bound of a decode scales with them.
