@@ -1,17 +1,18 @@
-"""The PNG plots of ``omni-lmms report`` (peak memory and time per sample) and the matplotlib helpers that
-``omni-lmms preflight`` shares: :func:`load_pyplot` (the Agg backend, or an error naming the extra to install) and
-:func:`save_figure`."""
+"""The PNG plots of ``omni-lmms report`` (peak memory and time per sample) and of ``omni-lmms preflight`` (planned
+tokens, predicted peak memory against the GPU sizes), with their matplotlib helpers: :func:`load_pyplot` (the Agg
+backend, or an error naming the extra to install) and :func:`save_figure`."""
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from .errors import OmniPluginError
 from .memory import GIB
 
-__all__ = ["PLOTS_EXTRA", "load_pyplot", "save_figure", "write_plots"]
+__all__ = ["PLOTS_EXTRA", "load_pyplot", "save_figure", "write_plots", "write_preflight_plots"]
 
 PLOTS_EXTRA = "pip install 'matplotlib>=3.7'"
 
@@ -103,3 +104,51 @@ def _sample_ticks(axes: Any, positions: list[int], labels: list[str]) -> None:
         axes.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
     else:
         axes.set_xlabel(f"sample index (of {len(positions)}, ordered by task and doc_id)")
+
+
+def write_preflight_plots(report: dict[str, Any], output: Path) -> list[Path]:
+    """``<stem>_tokens.png`` (planned input tokens per sample, per task) and ``<stem>_memory.png`` (predicted peak
+    per sample, sorted, against each GPU size) beside ``output``."""
+    plt = load_pyplot()
+    planned: dict[str, list[dict]] = defaultdict(list)
+    for row in report["samples"]:
+        if row["status"] == "planned":
+            planned[row["task"]].append(row)
+    written = []
+
+    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for task, rows in planned.items():
+        axes.hist([r["input_tokens"] for r in rows], bins=min(50, max(5, len(rows) // 4)), alpha=0.6, label=task)
+    axes.axvline(report["model"]["max_model_len"], color="black", linestyle="--", label="max_model_len")
+    axes.set_title("Planned input tokens per sample", fontsize=10)
+    axes.set_xlabel("input tokens (prompt + media)")
+    axes.set_ylabel("samples")
+    if planned:
+        axes.legend(fontsize=8)
+    written.append(save_figure(plt, figure, output.with_name(output.stem + "_tokens.png")))
+
+    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for task, rows in planned.items():
+        peaks = sorted(r["peak_bytes"] / GIB for r in rows)
+        axes.plot(
+            [100 * (i + 0.5) / len(peaks) for i in range(len(peaks))],
+            peaks,
+            marker="." if len(peaks) < 50 else None,
+            label=task,
+        )
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, gib in enumerate(report["gpu_gib"]):
+        over = sum(t["memory"][f"{gib:g}"]["do_not_fit"] for t in report["tasks"])
+        axes.axhline(
+            gib, linestyle="--", color=colors[(index + 3) % len(colors)], label=f"{gib:g} GiB GPU: {over} do not fit"
+        )
+    axes.set_yscale("log")
+    axes.set_title(
+        f"Predicted peak memory per sample ({report['model']['dtype']}, {report['model']['attention']}) vs GPU sizes",
+        fontsize=10,
+    )
+    axes.set_xlabel("samples, sorted by predicted peak (%)")
+    axes.set_ylabel("GiB (log scale)")
+    axes.legend(fontsize=8)
+    written.append(save_figure(plt, figure, output.with_name(output.stem + "_memory.png")))
+    return written

@@ -33,6 +33,7 @@ from .config import AdapterConfig, resolve_attention, resolve_dtype
 from .errors import BudgetError, ConfigError, MediaError
 from .memory import DTYPE_BYTES, GIB, ModelDims
 from .planner import ModelFacts, Planner, flash_attn_available
+from .plots import write_preflight_plots
 from .report import distribution
 from .request import Request, RequestSettings
 from .sharing import group_requests
@@ -391,56 +392,6 @@ def _slowest(probe_times: list[tuple[float, str]]) -> list[dict[str, Any]]:
         slowest[path] = max(seconds, slowest.get(path, 0.0))
     ranked = sorted(slowest.items(), key=lambda item: -item[1])[:_LIST_LIMIT]
     return [{"path": path, "seconds": round(seconds, 4)} for path, seconds in ranked]
-
-
-def write_preflight_plots(report: dict[str, Any], output: Path) -> list[Path]:
-    """``<stem>_tokens.png`` (planned input tokens per sample, per task) and ``<stem>_memory.png`` (predicted peak
-    per sample, sorted, against each GPU size) beside ``output``."""
-    from .plots import load_pyplot, save_figure
-
-    plt = load_pyplot()
-    planned: dict[str, list[dict]] = defaultdict(list)
-    for row in report["samples"]:
-        if row["status"] == "planned":
-            planned[row["task"]].append(row)
-    written = []
-
-    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for task, rows in planned.items():
-        axes.hist([r["input_tokens"] for r in rows], bins=min(50, max(5, len(rows) // 4)), alpha=0.6, label=task)
-    axes.axvline(report["model"]["max_model_len"], color="black", linestyle="--", label="max_model_len")
-    axes.set_title("Planned input tokens per sample", fontsize=10)
-    axes.set_xlabel("input tokens (prompt + media)")
-    axes.set_ylabel("samples")
-    if planned:
-        axes.legend(fontsize=8)
-    written.append(save_figure(plt, figure, output.with_name(output.stem + "_tokens.png")))
-
-    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for task, rows in planned.items():
-        peaks = sorted(r["peak_bytes"] / GIB for r in rows)
-        axes.plot(
-            [100 * (i + 0.5) / len(peaks) for i in range(len(peaks))],
-            peaks,
-            marker="." if len(peaks) < 50 else None,
-            label=task,
-        )
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, gib in enumerate(report["gpu_gib"]):
-        over = sum(t["memory"][f"{gib:g}"]["do_not_fit"] for t in report["tasks"])
-        axes.axhline(
-            gib, linestyle="--", color=colors[(index + 3) % len(colors)], label=f"{gib:g} GiB GPU: {over} do not fit"
-        )
-    axes.set_yscale("log")
-    axes.set_title(
-        f"Predicted peak memory per sample ({report['model']['dtype']}, {report['model']['attention']}) vs GPU sizes",
-        fontsize=10,
-    )
-    axes.set_xlabel("samples, sorted by predicted peak (%)")
-    axes.set_ylabel("GiB (log scale)")
-    axes.legend(fontsize=8)
-    written.append(save_figure(plt, figure, output.with_name(output.stem + "_memory.png")))
-    return written
 
 
 def render_preflight(report: dict[str, Any]) -> str:
