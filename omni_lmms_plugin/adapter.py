@@ -31,7 +31,7 @@ from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
 from . import __version__, manifest
-from .budget import GRID_PIXELS, PATCH_SIZE, TEMPORAL_PATCH
+from .budget import Geometry
 from .config import NOT_IN_RESUME_KEY, AdapterConfig, resolve_attention, resolve_dtype
 from .errors import ConfigError, GenerationFailedError, OmniPluginError
 from .generation import GenerationParams, run_generate
@@ -181,7 +181,6 @@ class Qwen25OmniSafe(lmms):
         else:
             self.model.to(self._device)
         self.model.eval()
-        self._check_geometry()
         install_last_position_logits(self.model)
         install_grouped_vision_encoding(self.model, self.config.vision_group_frames)
 
@@ -197,6 +196,7 @@ class Qwen25OmniSafe(lmms):
                 attention=self.attn_implementation,
                 weight_bytes=self.weight_bytes,
                 weight_bytes_source="measured",
+                geometry=Geometry.from_model(self.model.config, self.processor.feature_extractor),
             ),
             # The reference's own index rule (float32 linspace), so long videos get its exact frames.
             frame_indices=torch_linspace_indices,
@@ -247,15 +247,6 @@ class Qwen25OmniSafe(lmms):
         if choice in ("auto", "cpu"):
             return torch.device("cpu")
         return torch.device(choice)
-
-    def _check_geometry(self) -> None:
-        vision = self.model.config.vision_config
-        found = (vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size)
-        if found != (PATCH_SIZE, GRID_PIXELS // PATCH_SIZE, TEMPORAL_PATCH):
-            raise ConfigError(
-                f"{self.config.pretrained}: vision geometry (patch, merge, temporal) = {found}, but the token budget "
-                f"is built for ({PATCH_SIZE}, {GRID_PIXELS // PATCH_SIZE}, {TEMPORAL_PATCH}) as in Qwen2.5-Omni"
-            )
 
     # ---------------------------------------------------------------------------------------------------------------
     # lmms-eval interface

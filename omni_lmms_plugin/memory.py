@@ -54,6 +54,7 @@ class ModelDims:
     vision_heads: int = 16
     audio_hidden: int = 1280
     audio_intermediate: int = 5120
+    patch_values: int = PATCH_VALUES  # values of one flattened ViT patch: channels x temporal patch x patch side^2
 
     @classmethod
     def from_config(cls, config: Any, parameters: int | None = None) -> ModelDims:
@@ -78,6 +79,7 @@ class ModelDims:
             vision_heads=vision.num_heads,
             audio_hidden=audio.d_model,
             audio_intermediate=audio.encoder_ffn_dim,
+            patch_values=getattr(vision, "in_channels", 3) * vision.temporal_patch_size * vision.patch_size**2,
         )
         if parameters is None:
             dims = _with_parameters(dims, config)
@@ -170,7 +172,7 @@ def estimate_peak_memory(
 
     # The batch on the device: input_ids and attention_mask (int64), pixel_values_videos in the model dtype, and the
     # audio features padded to 300 s by the feature extractor, with their int32 mask.
-    inputs = 2 * 8 * sequence_length + vision_patches * PATCH_VALUES * width
+    inputs = 2 * 8 * sequence_length + vision_patches * dims.patch_values * width
     if audio_frames:
         inputs += MAX_AUDIO_FEATURES * (MEL_BINS * width + 4)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .budget import QWEN25_OMNI, Geometry
 from .config import AdapterConfig
 from .memory import ModelDims
 from .request import Request, RequestSettings, classify_visuals, resolve_settings
@@ -35,6 +36,7 @@ class ModelFacts:
     attention: str  # "sdpa", "flash_attention_2" or "eager"
     weight_bytes: int
     weight_bytes_source: str  # "measured" (loaded parameters), "safetensors" (file headers) or "estimated"
+    geometry: Geometry = QWEN25_OMNI  # patch, merge, temporal patch, audio front end: read from the model
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class Planner:
                 max_model_len=self.facts.max_model_len,
                 scale=scale,
                 frame_indices=self.frame_indices,
+                geometry=self.facts.geometry,
             )
 
     def templated(self, request: Request) -> tuple[str, int]:

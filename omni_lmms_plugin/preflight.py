@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .budget import Geometry
 from .config import AdapterConfig, resolve_attention, resolve_dtype
 from .errors import BudgetError, ConfigError, MediaError
 from .memory import DTYPE_BYTES, GIB, ModelDims
@@ -85,6 +86,7 @@ def load_planner(config: AdapterConfig) -> Planner:
         attention=resolve_attention(config.attn_implementation, "cuda", flash_attn_available()),
         weight_bytes=dims.parameters * DTYPE_BYTES[dtype],
         weight_bytes_source="safetensors" if parameters else "estimated",
+        geometry=Geometry.from_model(thinker, processor.feature_extractor),
     )
     return Planner(processor, config, facts, frame_indices=torch_linspace_indices)
 

@@ -15,11 +15,10 @@ import torch
 from PIL import Image
 
 from .budget import (
-    AUDIO_HOP,
     AUDIO_SAMPLE_RATE,
-    GRID_PIXELS,
-    MAX_AUDIO_FEATURES,
     MAX_AUDIO_SECONDS,
+    QWEN25_OMNI,
+    Geometry,
     TokenBudget,
     audio_block_tokens,
     audio_samples,
@@ -156,6 +155,7 @@ class RequestPlan:
     planned: tuple[PlannedVideo | PlannedImage | PlannedAudio | PlannedSubtitles, ...]
     budget: TokenBudget
     scale: float = 1.0
+    geometry: Geometry = QWEN25_OMNI
 
     @property
     def videos(self) -> list[PlannedVideo]:
@@ -195,14 +195,18 @@ class RequestPlan:
         audio_samples = [v.plan.audio_samples for v in self.videos] + [
             p.samples for p in self.planned if isinstance(p, PlannedAudio)
         ]
-        audio_frames = max((min(math.ceil(n / AUDIO_HOP), MAX_AUDIO_FEATURES) for n in audio_samples if n), default=0)
-        cells = max(((v.plan.height // GRID_PIXELS) * (v.plan.width // GRID_PIXELS) for v in self.videos), default=0)
-        # Four ViT patches per cell of each frame pair; a group is vision_group_frames // 2 frame pairs.
-        group_patches = 4 * cells * (vision_group_frames // 2)
+        geometry = self.geometry
+        longest = max((n for n in audio_samples if n), default=0)
+        audio_frames = min(math.ceil(longest / geometry.audio_hop), geometry.max_audio_features)
+        cell = geometry.grid_pixels
+        cells = max(((v.plan.height // cell) * (v.plan.width // cell) for v in self.videos), default=0)
+        # merge x merge ViT patches per cell of each temporal patch; a group is vision_group_frames // temporal_patch.
+        patches_per_token = geometry.spatial_merge**2
+        group_patches = patches_per_token * cells * (vision_group_frames // geometry.temporal_patch)
         return estimate_peak_memory(
             dims,
             sequence_length=self.input_tokens,
-            vision_patches=4 * video_tokens,
+            vision_patches=patches_per_token * video_tokens,
             vision_group_patches=group_patches or None,
             attention=attention,
             dtype=dtype,
@@ -240,18 +244,23 @@ def _scaled_video_plan(
     policy: VideoPolicy,
     scale: float,
     frame_indices: Callable[[int, int], Sequence[int]],
+    geometry: Geometry,
 ) -> VideoPlan:
     """The plan within ``budget``; with ``scale < 1``, within that fraction of the tokens the full plan uses (a retry
     shrinks what the plan used, not the budget), down to the smallest plan the policy allows."""
-    plan = plan_for(info, budget, policy, frame_indices=frame_indices)
+
+    def plan_within(tokens: int) -> VideoPlan:
+        return plan_for(info, tokens, policy, frame_indices=frame_indices, geometry=geometry)
+
+    plan = plan_within(budget)
     if scale >= 1.0:
         return plan
     try:
-        return plan_for(info, max(1, int(plan.total_tokens * scale)), policy, frame_indices=frame_indices)
+        return plan_within(max(1, int(plan.total_tokens * scale)))
     except BudgetError as error:
         if error.needed is None or error.needed > budget:
             raise
-        return plan_for(info, error.needed, policy, frame_indices=frame_indices)
+        return plan_within(error.needed)
 
 
 def templated_prompt(
@@ -281,6 +290,7 @@ def plan_request(
     max_model_len: int,
     scale: float = 1.0,
     frame_indices: Callable[[int, int], Sequence[int]] = linspace_indices,
+    geometry: Geometry = QWEN25_OMNI,
 ) -> RequestPlan:
     """Count the prompt's tokens and plan every media item (metadata only) so the input fits
     ``max_model_len - max_new_tokens``. ``scale < 1`` shrinks every item to that fraction of what its full plan uses
@@ -307,17 +317,21 @@ def plan_request(
     for item in items:
         if item.kind == "image":
             image = _open_image(item)
-            height, width, tokens = plan_image(image.size[1], image.size[0], min_pixels=min_image, max_pixels=max_image)
+            height, width, tokens = plan_image(
+                image.size[1], image.size[0], min_pixels=min_image, max_pixels=max_image, geometry=geometry
+            )
             if scale < 1.0:  # a retry shrinks the pixels the full plan uses, down to the processor's minimum
                 limit = max(min_image, int(height * width * scale))
-                height, width, tokens = plan_image(image.size[1], image.size[0], min_pixels=min_image, max_pixels=limit)
+                height, width, tokens = plan_image(
+                    image.size[1], image.size[0], min_pixels=min_image, max_pixels=limit, geometry=geometry
+                )
             planned.append(PlannedImage(image, height, width, tokens, shrunk=scale < 1.0))
             fixed_tokens += tokens
         elif item.kind == "audio":
             full = _audio_seconds(item, config.decode_timeout)
-            seconds = min(full, MAX_AUDIO_SECONDS) * min(scale, 1.0)
+            seconds = min(full, geometry.max_audio_seconds) * min(scale, 1.0)
             samples = max(1, audio_samples(seconds))
-            tokens = audio_block_tokens(samples)
+            tokens = audio_block_tokens(samples, geometry=geometry)
             planned.append(
                 PlannedAudio(item.source, samples / AUDIO_SAMPLE_RATE, samples, tokens, round(full - seconds, 6))
             )
@@ -347,7 +361,7 @@ def plan_request(
         for item, info in zip(video_items, infos, strict=True):
             wants_audio = settings.audio_in_video == "true" or (settings.audio_in_video == "auto" and info.has_audio)
             policy = dataclasses.replace(settings.policy, use_audio=wants_audio and info.has_audio)
-            plan = _scaled_video_plan(info, per_video, policy, scale, frame_indices)
+            plan = _scaled_video_plan(info, per_video, policy, scale, frame_indices, geometry)
             videos.append(PlannedVideo(item.source, info, plan, wants_audio, settings.frames_fps))
         if not tracks:
             break
@@ -373,7 +387,7 @@ def plan_request(
         for entry, item in zip(planned, items, strict=True)
     )
     total_prompt = prompt_tokens + (subtitles.tokens if subtitles else 0)
-    return RequestPlan(text, tuple(items), total_prompt, ordered, budget, scale)
+    return RequestPlan(text, tuple(items), total_prompt, ordered, budget, scale, geometry)
 
 
 def _check_subtitles(request: Request, items: list[MediaItem], tracks: list[Any]) -> None:

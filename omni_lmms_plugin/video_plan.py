@@ -17,9 +17,10 @@ from .budget import (
     BLOCK_SPECIAL_TOKENS,
     GRID_PIXELS,
     MAX_AUDIO_SECONDS,
-    TEMPORAL_PATCH,
+    QWEN25_OMNI,
     VIDEO_MAX_PIXELS,
     VIDEO_MIN_PIXELS,
+    Geometry,
     TokenBudget,
     audio_block_tokens,
     audio_samples,
@@ -52,7 +53,6 @@ FRAME_POLICIES: tuple[str, ...] = ("qwen", "resolution")
 # ``total_pixels = MODEL_SEQ_LEN * 28 * 28 * 0.9``. The reference plan uses its default; the budget rules below replace
 # it with the real context when the reference plan does not fit.
 REFERENCE_SEQ_LEN = 128_000
-REFERENCE_TOTAL_PIXELS = REFERENCE_SEQ_LEN * GRID_PIXELS * GRID_PIXELS * 0.9
 # The reference never lowers the per-frame pixel cap below this multiple of min_pixels.
 REFERENCE_MIN_PIXELS_SLACK = 1.05
 
@@ -105,22 +105,25 @@ class VideoPolicy:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _floor_even(value: float) -> int:
-    return math.floor(value / TEMPORAL_PATCH) * TEMPORAL_PATCH
+def _floor_to(value: float, factor: int) -> int:
+    return math.floor(value / factor) * factor
 
 
-def reference_frame_count(total_frames: int, video_fps: float, policy: VideoPolicy) -> int:
+def reference_frame_count(
+    total_frames: int, video_fps: float, policy: VideoPolicy, *, geometry: Geometry = QWEN25_OMNI
+) -> int:
     """Frames qwen-omni-utils' ``smart_nframes`` samples: ``total / video_fps * fps`` clamped to
     ``[ceil_even(min_frames), floor_even(min(max_frames, total))]`` and to ``total``, then floored to an even count.
 
     A video of fewer than 2 frames (which the reference refuses) yields its single frame.
     """
-    if total_frames < TEMPORAL_PATCH:
+    factor = geometry.temporal_patch  # qwen-omni-utils' FRAME_FACTOR
+    if total_frames < factor:
         return max(total_frames, 1)
-    low = math.ceil(policy.min_frames / TEMPORAL_PATCH) * TEMPORAL_PATCH
-    high = _floor_even(min(policy.max_frames, total_frames))
+    low = math.ceil(policy.min_frames / factor) * factor
+    high = _floor_to(min(policy.max_frames, total_frames), factor)
     wanted = total_frames / video_fps * policy.fps
-    return max(_floor_even(min(min(max(wanted, low), high), total_frames)), TEMPORAL_PATCH)
+    return max(_floor_to(min(min(max(wanted, low), high), total_frames), factor), factor)
 
 
 def linspace_indices(total_frames: int, count: int) -> tuple[int, ...]:
@@ -137,19 +140,21 @@ def linspace_indices(total_frames: int, count: int) -> tuple[int, ...]:
     return tuple(indices)
 
 
-def reference_max_pixels(frames: int, policy: VideoPolicy, total_pixels: float = REFERENCE_TOTAL_PIXELS) -> float:
-    """``fetch_video``'s per-frame pixel cap: ``max(min(max_pixels, total_pixels / frames * 2), 1.05 * min_pixels)``."""
+def reference_max_pixels(frames: int, policy: VideoPolicy, *, geometry: Geometry = QWEN25_OMNI) -> float:
+    """``fetch_video``'s per-frame pixel cap: ``max(min(max_pixels, total_pixels / frames * 2), 1.05 * min_pixels)``
+    with ``total_pixels = MODEL_SEQ_LEN * 28 * 28 * 0.9`` (the grid cell's area per token, 128k tokens)."""
+    total_pixels = REFERENCE_SEQ_LEN * geometry.grid_pixels**2 * 0.9
     return max(
-        min(policy.max_pixels, total_pixels / frames * TEMPORAL_PATCH),
+        min(policy.max_pixels, total_pixels / frames * geometry.temporal_patch),
         int(policy.min_pixels * REFERENCE_MIN_PIXELS_SLACK),
     )
 
 
-def smallest_grid(height: int, width: int, min_pixels: int) -> tuple[int, int]:
+def smallest_grid(height: int, width: int, min_pixels: int, *, geometry: Geometry = QWEN25_OMNI) -> tuple[int, int]:
     """The smallest grid Qwen's rule produces for a frame: ``smart_resize`` with the per-frame cap at its floor,
     ``1.05 * min_pixels`` (qwen-omni-utils never lowers the cap further). The floor rounding can leave it slightly
     under ``min_pixels`` (a 16:9 frame gets 8 x 15 = 120 cells for 128)."""
-    return smart_grid(height, width, min_pixels, int(min_pixels * REFERENCE_MIN_PIXELS_SLACK))
+    return smart_grid(height, width, min_pixels, int(min_pixels * REFERENCE_MIN_PIXELS_SLACK), geometry=geometry)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -223,6 +228,7 @@ def plan_video(
     policy: VideoPolicy | None = None,
     total_frames: int | None = None,
     frame_indices: Callable[[int, int], Sequence[int]] = linspace_indices,
+    geometry: Geometry = QWEN25_OMNI,
 ) -> VideoPlan:
     """Choose frames, size and audio span of one video so its block fits ``budget`` tokens.
 
@@ -242,7 +248,8 @@ def plan_video(
 
     ``frame_policy="resolution"`` drops frames first (down to ``frame_floor``), then lowers the size, then drops frames
     below the floor, then shortens audio. ``total_frames`` defaults to ``floor(duration * frame_rate)``;
-    ``frame_indices(total, n)`` is the index rule (the adapter passes ``torch.linspace`` rounding itself).
+    ``frame_indices(total, n)`` is the index rule (the adapter passes ``torch.linspace`` rounding itself); ``geometry``
+    the model's (grid cell, temporal patch, audio front end).
 
     Audio longer than ``max_audio_seconds`` (at most 300 s, the feature extractor's cap) is planned as the first
     ``max_audio_seconds`` of the track and the rest is reported in ``audio_dropped_seconds`` and ``notes``.
@@ -255,15 +262,20 @@ def plan_video(
         raise ConfigError(f"frame_rate={frame_rate} must be positive")
     check_aspect_ratio(height, width)
     total = total_frames if total_frames and total_frames > 0 else max(1, math.floor(duration * frame_rate + 1e-6))
-    reference_count = reference_frame_count(total, frame_rate, policy)
+    cell, temporal = geometry.grid_pixels, geometry.temporal_patch
+    reference_count = reference_frame_count(total, frame_rate, policy, geometry=geometry)
     reference_rows, reference_cols = smart_grid(
-        height, width, policy.min_pixels, reference_max_pixels(reference_count, policy)
+        height,
+        width,
+        policy.min_pixels,
+        reference_max_pixels(reference_count, policy, geometry=geometry),
+        geometry=geometry,
     )
-    smallest_rows, smallest_cols = smallest_grid(height, width, policy.min_pixels)
+    smallest_rows, smallest_cols = smallest_grid(height, width, policy.min_pixels, geometry=geometry)
     smallest_cells = smallest_rows * smallest_cols
-    pairs_reference = math.ceil(reference_count / TEMPORAL_PATCH)
-    pairs_min = min(pairs_reference, math.ceil(policy.min_frames / TEMPORAL_PATCH))
-    pairs_floor = min(pairs_reference, math.ceil(policy.frame_floor / TEMPORAL_PATCH))
+    pairs_reference = math.ceil(reference_count / temporal)
+    pairs_min = min(pairs_reference, math.ceil(policy.min_frames / temporal))
+    pairs_floor = min(pairs_reference, math.ceil(policy.frame_floor / temporal))
 
     notes: list[str] = []
     audio_seconds = 0.0
@@ -276,18 +288,18 @@ def plan_video(
             )
 
     def audio_cost(seconds: float) -> int:
-        return audio_block_tokens(audio_samples(seconds)) if seconds > 0 else 0
+        return audio_block_tokens(audio_samples(seconds), geometry=geometry) if seconds > 0 else 0
 
     reference_tokens = video_block_tokens(
-        reference_count, reference_rows * GRID_PIXELS, reference_cols * GRID_PIXELS
+        reference_count, reference_rows * cell, reference_cols * cell, geometry=geometry
     ) + audio_cost(audio_seconds)
     reference_fits = reference_tokens <= available
 
     def plan(rule: str, reason: str, pairs: int, rows: int, cols: int, seconds: float) -> VideoPlan:
-        frames = reference_count if pairs >= pairs_reference else pairs * TEMPORAL_PATCH
+        frames = reference_count if pairs >= pairs_reference else pairs * temporal
         indices = tuple(int(i) for i in frame_indices(total, frames)) if total > 1 else (0,)
         samples = audio_samples(seconds) if seconds > 0 else 0
-        frame_height, frame_width = rows * GRID_PIXELS, cols * GRID_PIXELS
+        frame_height, frame_width = rows * cell, cols * cell
         return VideoPlan(
             frames=frames,
             frame_indices=indices,
@@ -302,17 +314,17 @@ def plan_video(
             audio_seconds=seconds,
             audio_samples=samples,
             audio_dropped_seconds=round(duration - seconds, 6) if seconds > 0 else 0.0,
-            video_tokens=video_tokens(frames, frame_height, frame_width),
-            audio_tokens=audio_tokens(samples) if samples else 0,
-            total_tokens=video_block_tokens(frames, frame_height, frame_width, samples),
+            video_tokens=video_tokens(frames, frame_height, frame_width, geometry=geometry),
+            audio_tokens=audio_tokens(samples, geometry=geometry) if samples else 0,
+            total_tokens=video_block_tokens(frames, frame_height, frame_width, samples, geometry=geometry),
             budget=available,
             frame_policy=policy.frame_policy,
             rule=rule,
             reason=reason,
             reference_fits=reference_fits,
             reference_frames=reference_count,
-            reference_height=reference_rows * GRID_PIXELS,
-            reference_width=reference_cols * GRID_PIXELS,
+            reference_height=reference_rows * cell,
+            reference_width=reference_cols * cell,
             reference_tokens=reference_tokens,
             notes=tuple(notes),
         )
@@ -323,10 +335,8 @@ def plan_video(
         cap = video_budget // pairs
         if cap < smallest_cells:
             return None
-        max_pixels = max(
-            min(policy.max_pixels, cap * GRID_PIXELS**2), int(policy.min_pixels * REFERENCE_MIN_PIXELS_SLACK)
-        )
-        rows, cols = smart_grid(height, width, policy.min_pixels, max_pixels)
+        max_pixels = max(min(policy.max_pixels, cap * cell**2), int(policy.min_pixels * REFERENCE_MIN_PIXELS_SLACK))
+        rows, cols = smart_grid(height, width, policy.min_pixels, max_pixels, geometry=geometry)
         return (rows, cols) if rows * cols <= cap else None
 
     video_budget = available - audio_cost(audio_seconds) - BLOCK_SPECIAL_TOKENS
@@ -341,8 +351,8 @@ def plan_video(
         if grid is not None:
             return plan(
                 "fewer_pixels",
-                f"budget binds: {reference_count} reference frames at {grid[1] * GRID_PIXELS}x{grid[0] * GRID_PIXELS} "
-                f"instead of {reference_cols * GRID_PIXELS}x{reference_rows * GRID_PIXELS}",
+                f"budget binds: {reference_count} reference frames at {grid[1] * cell}x{grid[0] * cell} "
+                f"instead of {reference_cols * cell}x{reference_rows * cell}",
                 pairs_reference,
                 *grid,
                 audio_seconds,
@@ -352,7 +362,7 @@ def plan_video(
             pairs = video_budget // reference_cells
             return plan(
                 "fewer_frames",
-                f"budget binds: frames reduced to {pairs * 2} at the reference size",
+                f"budget binds: frames reduced to {pairs * temporal} at the reference size",
                 pairs,
                 reference_rows,
                 reference_cols,
@@ -363,7 +373,7 @@ def plan_video(
             pairs = min(pairs_reference, video_budget // (grid[0] * grid[1]))
             return plan(
                 "fewer_pixels",
-                f"budget binds: size reduced to {grid[1] * GRID_PIXELS}x{grid[0] * GRID_PIXELS}",
+                f"budget binds: size reduced to {grid[1] * cell}x{grid[0] * cell}",
                 pairs,
                 *grid,
                 audio_seconds,
@@ -374,7 +384,7 @@ def plan_video(
         pairs = min(pairs_reference, video_budget // smallest_cells)
         grid = qwen_grid(pairs, video_budget) or (smallest_rows, smallest_cols)
         rule = "fewer_frames" if policy.frame_policy == "qwen" else "fewer_frames_below_floor"
-        return plan(rule, f"budget binds: {pairs * 2} frames at the smallest size", pairs, *grid, audio_seconds)
+        return plan(rule, f"budget binds: {pairs * temporal} frames at the smallest size", pairs, *grid, audio_seconds)
 
     # Shorten the audio so the smallest video fits beside it.
     smallest_video = pairs_min * smallest_cells + BLOCK_SPECIAL_TOKENS
@@ -392,8 +402,8 @@ def plan_video(
 
     needed = smallest_video + (audio_cost(0.04) if audio_seconds > 0 else 0)
     raise BudgetError(
-        f"the video needs at least {needed} tokens ({pairs_min * 2} frames at "
-        f"{smallest_cols * GRID_PIXELS}x{smallest_rows * GRID_PIXELS}), but the budget leaves {available}: "
+        f"the video needs at least {needed} tokens ({pairs_min * temporal} frames at "
+        f"{smallest_cols * cell}x{smallest_rows * cell}), but the budget leaves {available}: "
         "raise max_model_len, lower max_new_tokens, shorten the prompt, or lower min_frames/min_pixels",
         needed=needed,
     )

@@ -30,7 +30,9 @@ def _prompt(processor, kinds: list[str]) -> tuple[str, int]:
     return text, count - 3 * len(kinds)
 
 
-def _video_tokens_from_processor(processor, frames: int, height: int, width: int, samples: int) -> int:
+def _video_tokens_from_processor(
+    processor, frames: int, height: int, width: int, samples: int, patch_size: int = 14
+) -> int:
     text, prompt = _prompt(processor, ["video"])
     video = np.zeros((frames, height, width, 3), dtype=np.uint8)
     kwargs = {
@@ -45,7 +47,7 @@ def _video_tokens_from_processor(processor, frames: int, height: int, width: int
         )
     batch = processor(**kwargs)
     grid = batch["video_grid_thw"][0].tolist()
-    assert grid[1:] == [height // 14, width // 14], "the processor resized frames that were already planned"
+    assert grid[1:] == [height // patch_size, width // patch_size], "the processor resized frames already planned"
     return int(batch["input_ids"].shape[1]) - prompt
 
 
@@ -104,3 +106,33 @@ def test_several_media_in_one_prompt_add_up(processor):
     image = plan_image(80, 100, min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"])[2]
     expected = image + audio_block_tokens(48_000) + video_block_tokens(6, 84, 112)
     assert int(batch["input_ids"].shape[1]) - prompt == expected
+
+
+def test_another_geometry_is_a_configuration(tiny_7b):
+    """A model whose vision tower takes 16-pixel patches (grid cells of 32) is planned by the same code from its config:
+    the geometry is read from the thinker config and the processor, and the planned tokens equal what a processor with
+    that patch size produces. Catches the arithmetic falling back to module constants (cells of 28): the token counts
+    and the 32-pixel multiples then differ."""
+    import copy
+    from types import SimpleNamespace
+
+    from transformers import Qwen2_5OmniProcessor
+
+    from omni_lmms_plugin.budget import Geometry, video_tokens
+    from omni_lmms_plugin.video_plan import plan_video
+
+    processor = Qwen2_5OmniProcessor.from_pretrained(tiny_7b)
+    processor.video_processor = copy.deepcopy(processor.video_processor)
+    processor.video_processor.patch_size = 16
+    vision = SimpleNamespace(patch_size=16, spatial_merge_size=2, temporal_patch_size=2)
+    geometry = Geometry.from_model(SimpleNamespace(vision_config=vision), processor.feature_extractor)
+    assert (geometry.grid_pixels, geometry.audio_hop, geometry.max_audio_seconds) == (32, 160, 300)
+
+    plan = plan_video(
+        duration=6.0, frame_rate=10, width=640, height=360, has_audio=False, budget=2_000, geometry=geometry
+    )
+    assert plan.height % 32 == 0 and plan.width % 32 == 0
+    assert plan.video_tokens == video_tokens(plan.frames, plan.height, plan.width, geometry=geometry)
+    assert plan.total_tokens <= 2_000
+    produced = _video_tokens_from_processor(processor, plan.frames, plan.height, plan.width, 0, patch_size=16)
+    assert produced == plan.total_tokens

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import av
 
-from ..budget import MAX_ASPECT_RATIO, TokenBudget
+from ..budget import MAX_ASPECT_RATIO, QWEN25_OMNI, Geometry, TokenBudget
 from ..errors import MediaError
 from ..video_plan import VideoPlan, VideoPolicy, linspace_indices, plan_video
 from ._container import MAX_CODED_PIXELS, check_file, open_container, scan_packets, seconds_of
@@ -214,6 +214,7 @@ def plan_for(
     policy: VideoPolicy | None = None,
     *,
     frame_indices: Callable[[int, int], Sequence[int]] = linspace_indices,
+    geometry: Geometry = QWEN25_OMNI,
 ) -> VideoPlan:
     """The :func:`~omni_lmms_plugin.video_plan.plan_video` plan for a probed file.
 
@@ -246,4 +247,5 @@ def plan_for(
         policy=policy,
         total_frames=info.total_frames or None,
         frame_indices=frame_indices,
+        geometry=geometry,
     )
