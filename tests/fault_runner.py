@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from omni_lmms_plugin import adapter
+from omni_lmms_plugin import answering
 from omni_lmms_plugin.media import video
 
 
@@ -69,13 +69,13 @@ def main() -> None:
 
         return wrapped
 
-    model = adapter.Qwen25OmniSafe
-    model._answer = counting(model._answer, lambda request: request.doc_id)
-    model._answer_group = counting(model._answer_group, lambda group: group.leader.doc_id)
-    model._stage = staging(model._stage, lambda request: [request.doc_id])
-    model._stage_group = staging(model._stage_group, lambda group: [r.doc_id for r in group.members])
-    adapter.run_generate = out_of_memory_first(adapter.run_generate)
-    adapter.generate_from_prefix = out_of_memory_first(adapter.generate_from_prefix)
+    answerer = answering.Answerer
+    answerer._answer = counting(answerer._answer, lambda request: request.doc_id)
+    answerer._answer_group = counting(answerer._answer_group, lambda group: group.leader.doc_id)
+    answerer._stage = staging(answerer._stage, lambda request: [request.doc_id])
+    answerer._stage_group = staging(answerer._stage_group, lambda group: [r.doc_id for r in group.members])
+    answering.run_generate = out_of_memory_first(answering.run_generate)
+    answering.generate_from_prefix = out_of_memory_first(answering.generate_from_prefix)
 
     original_frames = video._Decoder.frames
 

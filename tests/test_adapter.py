@@ -248,9 +248,9 @@ def test_audio_past_300_s_in_a_standalone_clip_is_noted(model):
 def test_an_image_only_request_is_retried_smaller_after_out_of_memory(model, monkeypatch):
     """The retry of an image request feeds fewer image tokens than the failed attempt. Breaking check: ignoring the
     scale for images (the old behaviour, identical plans on every retry) fails the token assertion."""
-    import omni_lmms_plugin.adapter as adapter_module
+    import omni_lmms_plugin.answering as answering
 
-    real = adapter_module.run_generate
+    real = answering.run_generate
     calls = []
 
     def out_of_memory_once(*args, **kwargs):
@@ -259,7 +259,7 @@ def test_an_image_only_request_is_retried_smaller_after_out_of_memory(model, mon
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(adapter_module, "run_generate", out_of_memory_once)
+    monkeypatch.setattr(answering, "run_generate", out_of_memory_once)
     docs = [{"question": "Big image?", "visuals": [Image.new("RGB", (1600, 1200), "red")]}]
     answer = model.generate_until(requests(model, docs))[0]
     first, second = records(model.provenance.folder.parent)[-1]["attempts"]

@@ -59,14 +59,14 @@ def test_each_shared_answer_equals_the_question_run_alone_on_the_groups_plan(tin
     groups = group_requests(unpacked, settings, lambda r: model.planner.templated(r)[1], share=True)
     assert [[m.index for m in g.members] for g in groups] == [[0, 2, 3], [1]]
     assert groups[0].leader.index == 2  # the longest prompt plans the media
-    shared = model._prepare_group(groups[0], settings, 1.0)
+    shared = model.answerer._prepare_group(groups[0], settings, 1.0)
 
     logged = records(tmp_path)
     for request, member in zip(groups[0].members, shared.members, strict=True):
         alone = prepare_inputs(model.processor, request, member.plan, model.config)
         answer, _ = run_generate(
             model.model,
-            model._to_device(alone),
+            model.answerer._to_device(alone),
             settings[request.index].params,
             use_audio_in_video=alone.use_audio_in_video,
             tokenizer=model.processor.tokenizer,
@@ -94,9 +94,9 @@ def test_sharing_off_runs_every_request_alone(tiny_7b, videos, tmp_path):
 
 def test_an_out_of_memory_error_re_plans_the_whole_group(tiny_7b, videos, tmp_path, monkeypatch):
     """Catches: a retry that re-plans only one member, or keeps the failed plan (same tokens on both attempts)."""
-    import omni_lmms_plugin.adapter as adapter
+    import omni_lmms_plugin.answering as answering
 
-    real, calls = adapter.prefill, []
+    real, calls = answering.prefill, []
 
     def failing_once(*args, **kwargs):
         calls.append(1)
@@ -104,7 +104,7 @@ def test_an_out_of_memory_error_re_plans_the_whole_group(tiny_7b, videos, tmp_pa
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(adapter, "prefill", failing_once)
+    monkeypatch.setattr(answering, "prefill", failing_once)
     model = make_model(tiny_7b, tmp_path)
     results = model.generate_until(requests(model, docs_for(videos)))
     assert len(calls) == 2
@@ -150,15 +150,15 @@ def test_grouping_follows_media_and_settings_across_tasks():
 
 def test_a_member_that_fails_fails_alone(tiny_7b, videos, tmp_path, monkeypatch):
     """Catches: one member's failure (here an empty answer) failing its whole group, or recorded as answered."""
-    import omni_lmms_plugin.adapter as adapter
+    import omni_lmms_plugin.answering as answering
 
-    real, calls = adapter.generate_from_prefix, []
+    real, calls = answering.generate_from_prefix, []
 
     def empty_second(*args, **kwargs):
         calls.append(1)
         return ("", 2) if len(calls) == 2 else real(*args, **kwargs)
 
-    monkeypatch.setattr(adapter, "generate_from_prefix", empty_second)
+    monkeypatch.setattr(answering, "generate_from_prefix", empty_second)
     model = make_model(tiny_7b, tmp_path)
     model.generate_until(requests(model, docs_for(videos)))
     by_doc = {r["doc_id"]: r for r in records(tmp_path)}
