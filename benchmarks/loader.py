@@ -66,14 +66,14 @@ def _rss_bytes() -> int:
 
 
 def _plan(path: str, frames: int, audio: bool = False):
-    from omni_lmms_plugin.media import plan_for, probe
+    from omni_lmms_plugin.media import plan_probed_video, probe
     from omni_lmms_plugin.video_plan import VideoPolicy
 
     info = probe(path)
     policy = VideoPolicy(
         fps=frames / info.duration, min_frames=frames, max_frames=frames, frame_floor=frames, use_audio=audio
     )
-    return plan_for(info, 10**9, policy)
+    return plan_probed_video(info, 10**9, policy)
 
 
 def _sequential(path: str, plan) -> tuple:

@@ -6,7 +6,7 @@ once (:meth:`~omni_lmms_plugin.planner.Planner.settings`); a finished request is
 (resume); the rest are grouped by media and settings (:func:`~omni_lmms_plugin.sharing.group_requests`: the questions
 on one video are planned, decoded, encoded and prefilled once, see :mod:`~omni_lmms_plugin.sharing`), and each group is
 planned and prepared (probe, plan, decode, processor) ahead of the GPU on ``prefetch_workers`` threads in
-:func:`~omni_lmms_plugin.pipeline.prefetched`; :class:`~omni_lmms_plugin.answering.Answerer` answers each group (each
+:func:`~omni_lmms_plugin.prefetch.prefetched`; :class:`~omni_lmms_plugin.answering.Answerer` answers each group (each
 attempt fits its plan to the free device memory and generates; a group's retry re-plans the whole group); one
 provenance record is written per request as soon as its group ends, and the answers go back in lmms-eval's order.
 """
@@ -32,8 +32,8 @@ from .config import NOT_IN_RESUME_KEY, AdapterConfig, resolve_attention, resolve
 from .errors import ConfigError, GenerationFailedError
 from .memory import ModelDims
 from .model_surgery import install_grouped_vision_encoding, install_last_position_logits
-from .pipeline import default_workers, prefetched
 from .planner import ModelFacts, Planner, flash_attn_available
+from .prefetch import default_workers, prefetched
 from .provenance import ProvenanceWriter, default_provenance_dir, stable_hash
 from .request import Request, unpack_request
 from .request_plan import torch_linspace_indices

@@ -19,8 +19,8 @@ from .errors import OmniPluginError
 from .generation import GenerationParams, run_generate
 from .inputs import PreparedInputs, prepare_inputs
 from .memory import GIB
-from .pipeline import Prepared
 from .planner import Planner
+from .prefetch import Prepared
 from .provenance import SampleRecord, failure_answer
 from .request import Request, RequestSettings
 from .retries import is_out_of_memory, run_with_retries

@@ -17,7 +17,7 @@ __all__ = ["main"]
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from .budget import TokenBudget
-    from .media import is_frame_sequence, plan_for, probe, probe_frames
+    from .media import is_frame_sequence, plan_probed_video, probe, probe_frames
     from .video_plan import VideoPolicy
 
     info = probe_frames(args.video, args.frames_fps) if is_frame_sequence(args.video) else probe(args.video)
@@ -31,7 +31,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         policy = VideoPolicy(
             fps=args.fps, max_frames=args.max_frames, use_audio=not args.no_audio, frame_policy=args.frame_policy
         )
-        plan = plan_for(info, budget, policy)
+        plan = plan_probed_video(info, budget, policy)
     except (ConfigError, BudgetError) as error:
         raise MediaError(args.video, str(error)) from None
     data = {

@@ -86,7 +86,7 @@ class AdapterConfig:
     prefetch: int = 1
     # Requests showing the same media with the same settings are planned, decoded, encoded and prefilled once.
     share_video_prefix: bool = True
-    # Threads preparing requests ahead of the model (None: half the machine's cores, 1 to 8); see pipeline.py.
+    # Threads preparing requests ahead of the model (None: half the machine's cores, 1 to 8); see prefetch.py.
     prefetch_workers: int | None = None
     provenance_dir: str | None = None
     resume: bool = True

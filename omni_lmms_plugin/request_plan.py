@@ -26,7 +26,7 @@ from .budget import (
 )
 from .config import AdapterConfig
 from .errors import BudgetError, ConfigError, MediaError
-from .media import MediaInfo, is_frame_sequence, plan_for, probe, probe_frames
+from .media import MediaInfo, is_frame_sequence, plan_probed_video, probe, probe_frames
 from .memory import ModelDims, estimate_peak_memory
 from .request import MediaItem, Request, RequestSettings, build_messages, classify_visuals
 from .subtitles import SUBTITLE_PLACEHOLDER, SubtitleCue, SubtitleTrack, render_subtitles
@@ -250,7 +250,7 @@ def _scaled_video_plan(
     shrinks what the plan used, not the budget), down to the smallest plan the policy allows."""
 
     def plan_within(tokens: int) -> VideoPlan:
-        return plan_for(info, tokens, policy, frame_indices=frame_indices, geometry=geometry)
+        return plan_probed_video(info, tokens, policy, frame_indices=frame_indices, geometry=geometry)
 
     plan = plan_within(budget)
     if scale >= 1.0:

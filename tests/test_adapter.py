@@ -269,6 +269,31 @@ def test_an_image_only_request_is_retried_smaller_after_out_of_memory(model, mon
     assert second["input_tokens"] < first["input_tokens"]
 
 
+def test_an_audio_only_request_is_retried_with_a_shorter_span_after_out_of_memory(model, monkeypatch):
+    """The retry of a standalone audio request feeds a shorter span. Breaking check: ignoring the scale for audio clips
+    (the same span on every retry, as before) fails the token assertions."""
+    import omni_lmms_plugin.answering as answering
+
+    real = answering.run_generate
+    calls = []
+
+    def out_of_memory_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(answering, "run_generate", out_of_memory_once)
+    noise = np.random.default_rng(0).standard_normal(16_000 * 40).astype(np.float32) * 0.1
+    model.generate_until(
+        requests(model, [{"question": "Hear?", "visuals": [{"array": noise, "sampling_rate": 16_000}]}])
+    )
+    first, second = records(model.provenance.folder.parent)[-1]["attempts"]
+    assert first["outcome"] == "out_of_memory" and second["outcome"] != "out_of_memory"
+    assert second["plan"][0]["seconds"] <= 0.7 * first["plan"][0]["seconds"] + 0.01
+    assert second["plan"][0]["total_tokens"] < first["plan"][0]["total_tokens"]
+
+
 def test_a_doc_to_visual_that_raises_or_exits_fails_its_sample_only(model, media):
     """Some lmms-eval tasks raise or call ``sys.exit`` in ``doc_to_visual`` on a missing video. Catches either escaping
     the sample: with ``SystemExit`` no longer caught (``except Exception`` in ``request.Request.visuals``) the whole

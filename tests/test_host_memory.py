@@ -37,7 +37,7 @@ planned = coded = 0
 try:
     info = media.probe(path)
     coded = info.coded_width * info.coded_height * 3 // 2
-    plan = media.plan_for(info, budget)
+    plan = media.plan_probed_video(info, budget)
     planned = plan.frames * plan.height * plan.width * 3
 except MediaError:
     pass

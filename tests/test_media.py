@@ -1,4 +1,4 @@
-"""probe / plan_for / load_video / load_audio against real files whose frames carry their own index."""
+"""probe / plan_probed_video / load_video / load_audio against real files whose frames carry their own index."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def check_exact(path, loaded):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# probe and plan_for
+# probe and plan_probed_video
 # --------------------------------------------------------------------------------------------------------------------
 
 
@@ -139,11 +139,11 @@ def test_probe_audio_only(tmp_path):
 
 def test_plan_for_uses_the_probe(files):
     info = media.probe(files["mp4"])
-    plan = media.plan_for(info, BIG, VideoPolicy(fps=2.0))
+    plan = media.plan_probed_video(info, BIG, VideoPolicy(fps=2.0))
     assert plan.frames == 8 and plan.duration == pytest.approx(4.0)
     assert plan.audio_samples == 64000
     with pytest.raises(BudgetError):
-        media.plan_for(info, 10)
+        media.plan_probed_video(info, 10)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -163,7 +163,7 @@ def test_exact_mode_returns_the_frame_on_screen(files, kind, fps):
 
 @pytest.mark.parametrize("kind", ["mp4", "mkv", "webm", "vfr_mkv"])
 def test_exact_mode_at_awkward_times(files, kind):
-    plan = media.plan_for(media.probe(files[kind]), BIG)
+    plan = media.plan_probed_video(media.probe(files[kind]), BIG)
     ref_times = [seconds for seconds, _ in reference(files[kind])]
     # On frame boundaries, just before them, before the first frame's end, within the last frame, repeated times.
     times = sorted(
@@ -176,7 +176,9 @@ def test_exact_mode_at_awkward_times(files, kind):
 
 
 def test_exact_mode_sparse_seeks_instead_of_decoding_everything(files):
-    plan = media.plan_for(media.probe(files["long"]), BIG, VideoPolicy(fps=0.2))  # 4 frames of a 600-frame video
+    plan = media.plan_probed_video(
+        media.probe(files["long"]), BIG, VideoPolicy(fps=0.2)
+    )  # 4 frames of a 600-frame video
     loaded = media.load_video(files["long"], plan)
     check_exact(files["long"], loaded)
     assert plan.frames == 4
@@ -194,7 +196,7 @@ def test_one_frame_video(files):
 
 
 def test_resized_to_exactly_the_planned_size(files):
-    plan = media.plan_for(media.probe(files["mp4"]), BIG)
+    plan = media.plan_probed_video(media.probe(files["mp4"]), BIG)
     small = dataclasses.replace(plan, height=56, width=84)
     loaded = media.load_video(files["mp4"], small)
     assert loaded.frames.shape == (plan.frames, 56, 84, 3) and loaded.frames.dtype == np.uint8
@@ -217,7 +219,7 @@ def test_keyframe_mode_snaps_to_nearest_keyframes_deterministically(files, kind)
     path = files[kind]
     keys = keyframe_times(path)
     ref = dict(reference(path))
-    plan = media.plan_for(media.probe(path), BIG, VideoPolicy(fps=2.0))
+    plan = media.plan_probed_video(media.probe(path), BIG, VideoPolicy(fps=2.0))
     first = media.load_video(path, plan, seek_mode="keyframe")
     second = media.load_video(path, plan, seek_mode="keyframe")
     assert first.frame_times == second.frame_times and np.array_equal(first.frames, second.frames)
@@ -242,7 +244,7 @@ def _dominant_hz(chunk: np.ndarray) -> float:
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm"])
 def test_audio_is_the_planned_span_of_the_chirp(tmp_path, suffix):
     path = sm.write_video(tmp_path / f"c{suffix}", duration=6.0, audio_signal="chirp", audio_sample_rate=16000)
-    plan = media.plan_for(media.probe(path), BIG)
+    plan = media.plan_probed_video(media.probe(path), BIG)
     plan = dataclasses.replace(plan, audio_start=2.0, audio_seconds=3.0, audio_samples=48000)
     loaded = media.load_video(path, plan)
     assert loaded.audio.dtype == np.float32 and loaded.audio.shape == (48000,)
@@ -262,7 +264,7 @@ def test_audio_onset_lands_at_its_time_and_pads_to_exact_length(tmp_path, suffix
         duration=3.0,
         audio_signal=lambda t: np.where(t >= onset, 0.5 * np.sin(2 * np.pi * 440 * t), 0.0),
     )
-    plan = media.plan_for(media.probe(path), BIG)
+    plan = media.plan_probed_video(media.probe(path), BIG)
     plan = dataclasses.replace(plan, audio_start=0.5, audio_seconds=4.0, audio_samples=64000)  # runs 1.5 s past the end
     audio = media.load_video(path, plan).audio
     assert audio.shape == (64000,)
@@ -273,7 +275,7 @@ def test_audio_onset_lands_at_its_time_and_pads_to_exact_length(tmp_path, suffix
 
 def test_no_audio_track_gives_none_with_a_note(tmp_path):
     path = hm.write_video_without_audio(tmp_path / "silent.mp4", duration=2.0)
-    plan = media.plan_for(media.probe(path), BIG)
+    plan = media.plan_probed_video(media.probe(path), BIG)
     asking = dataclasses.replace(plan, audio_seconds=2.0, audio_samples=32000)
     loaded = media.load_video(path, asking)
     assert loaded.audio is None and any("no audio track" in note for note in loaded.notes)
@@ -339,21 +341,21 @@ def test_truncated_mp4_without_index(files, tmp_path):
 
 def test_truncated_mkv_has_too_few_frames(files, tmp_path):
     path = hm.truncate_file(files["mkv"], tmp_path / "cut.mkv", keep=0.5)
-    plan = media.plan_for(media.probe(files["mkv"]), BIG)
+    plan = media.plan_probed_video(media.probe(files["mkv"]), BIG)
     _raises(path, r"decoded \d+ of 8 planned frames", lambda p: media.load_video(p, plan))
     _raises(path, r"decoded \d+ of 8 planned frames", lambda p: media.load_video(p, plan, seek_mode="keyframe"))
 
 
 def test_undecodable_data(files, tmp_path):
     path = hm.corrupt_file(files["mkv"], tmp_path / "noise.mkv", start=0.05, end=1.0)
-    plan = media.plan_for(media.probe(files["mkv"]), BIG)
+    plan = media.plan_probed_video(media.probe(files["mkv"]), BIG)
     _raises(path, "undecodable|planned frames|cannot|not a media file", lambda p: media.load_video(p, plan))
 
 
 def test_no_video_stream(tmp_path):
     path = sm.write_audio(tmp_path / "speech.m4a", duration=1.0)
     _raises(path, "no video stream")
-    plan = media.plan_for(media.probe(sm.write_video(tmp_path / "v.mp4", duration=1.0)), BIG)
+    plan = media.plan_probed_video(media.probe(sm.write_video(tmp_path / "v.mp4", duration=1.0)), BIG)
     _raises(path, "no video stream", lambda p: media.load_video(p, plan))
 
 
@@ -365,7 +367,7 @@ def test_pathological_aspect_ratio(tmp_path):
 
 
 def test_decode_timeout_fires(files):
-    plan = media.plan_for(media.probe(files["long"]), BIG, VideoPolicy(fps=30.0, max_frames=600))
+    plan = media.plan_probed_video(media.probe(files["long"]), BIG, VideoPolicy(fps=30.0, max_frames=600))
     with pytest.raises(DecodeTimeoutError, match=re.escape(files["long"].name)) as info:
         media.load_video(files["long"], plan, decode_timeout=0.01)
     assert isinstance(info.value, MediaError) and isinstance(info.value, TimeoutError)
@@ -377,7 +379,7 @@ def test_argument_errors(files):
         media.load_video(files["mp4"], budget=BIG, seek_mode="approximate")
     with pytest.raises(ConfigError, match="needs a plan"):
         media.load_video(files["mp4"])
-    plan = media.plan_for(media.probe(files["mp4"]), BIG)
+    plan = media.plan_probed_video(media.probe(files["mp4"]), BIG)
     with pytest.raises(ConfigError, match="not both"):
         media.load_video(files["mp4"], plan, budget=BIG)
 
@@ -459,7 +461,7 @@ def test_a_folder_of_frames_is_a_video_sorted_naturally(tmp_path):
     info = media.probe_frames(folder, fps=3.0)
     assert (info.total_frames, info.frame_rate, info.width, info.height) == (24, 3.0, 96, 64)
     assert info.duration == pytest.approx(8.0)
-    plan = media.plan_for(info, BIG, VideoPolicy(fps=2.0))
+    plan = media.plan_probed_video(info, BIG, VideoPolicy(fps=2.0))
     assert plan.frames == 16 and plan.frame_indices[0] == 0 and plan.frame_indices[-1] == 23
     loaded = media.load_frames(folder, plan)
     assert loaded.frames.shape == (16, plan.height, plan.width, 3)

@@ -11,7 +11,7 @@ import pytest
 from omni_lmms_plugin import media
 from omni_lmms_plugin import synthetic_media as sm
 from omni_lmms_plugin.errors import ConfigError
-from omni_lmms_plugin.pipeline import prefetched
+from omni_lmms_plugin.prefetch import prefetched
 from omni_lmms_plugin.video_plan import VideoPolicy
 
 
@@ -24,7 +24,7 @@ def video(tmp_path_factory):
 def plan_of(path: str, frames: int):
     info = media.probe(path)
     policy = VideoPolicy(fps=frames / info.duration, min_frames=frames, max_frames=frames, frame_floor=frames)
-    return media.plan_for(info, 10**9, policy)
+    return media.plan_probed_video(info, 10**9, policy)
 
 
 @pytest.mark.parametrize("frames", [24, 200])  # sparse targets (seeks) and dense ones (forward runs)

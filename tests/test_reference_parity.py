@@ -55,7 +55,7 @@ def fetch_video(path: str, folder) -> tuple[np.ndarray, dict]:
 
 from omni_lmms_plugin import synthetic_media as sm  # noqa: E402
 from omni_lmms_plugin.budget import GRID_PIXELS, TokenBudget, smart_grid  # noqa: E402
-from omni_lmms_plugin.media import load_video, plan_for, probe  # noqa: E402
+from omni_lmms_plugin.media import load_video, plan_probed_video, probe  # noqa: E402
 from omni_lmms_plugin.request_plan import torch_linspace_indices  # noqa: E402
 from omni_lmms_plugin.video_plan import (  # noqa: E402
     VideoPolicy,
@@ -143,7 +143,7 @@ def test_a_fitting_clip_gets_exactly_the_reference_frames_size_rate_and_tokens(c
     video, metadata = fetch_video(path, tmp_path)
     sample_fps = metadata["sample_fps"]
     info = probe(path)
-    plan = plan_for(
+    plan = plan_probed_video(
         info, TokenBudget(max_model_len=32_768), VideoPolicy(use_audio=False), frame_indices=torch_linspace_indices
     )
     assert plan.rule == "reference" and plan.reference_fits
@@ -180,9 +180,9 @@ def test_the_binding_budget_keeps_the_reference_count_and_lowers_pixels(clips):
     """On a real file, a budget below the reference plan keeps fetch_video's frame indices and shrinks the size."""
     path = str(clips["h264_1080p.mp4"])
     info = probe(path)
-    reference = plan_for(info, 10**6, VideoPolicy(use_audio=False), frame_indices=torch_linspace_indices)
+    reference = plan_probed_video(info, 10**6, VideoPolicy(use_audio=False), frame_indices=torch_linspace_indices)
     budget = reference.total_tokens // 2
-    plan = plan_for(info, budget, VideoPolicy(use_audio=False), frame_indices=torch_linspace_indices)
+    plan = plan_probed_video(info, budget, VideoPolicy(use_audio=False), frame_indices=torch_linspace_indices)
     assert plan.rule == "fewer_pixels" and not plan.reference_fits
     assert plan.frame_indices == reference.frame_indices
     assert plan.height * plan.width < reference.height * reference.width

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .audio import load_audio
 from .frames import DEFAULT_FRAMES_FPS, is_frame_sequence, load_frames, probe_frames
-from .probe import MediaInfo, plan_for, probe
+from .probe import MediaInfo, plan_probed_video, probe
 from .video import RESIZE_INTERPOLATION, SEEK_MODES, LoadedVideo, SeekMode, load_video
 
 __all__ = [
@@ -23,7 +23,7 @@ __all__ = [
     "MediaInfo",
     "LoadedVideo",
     "probe",
-    "plan_for",
+    "plan_probed_video",
     "load_video",
     "load_audio",
     "is_frame_sequence",

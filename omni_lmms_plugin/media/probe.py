@@ -19,7 +19,7 @@ from ..errors import MediaError
 from ..video_plan import VideoPlan, VideoPolicy, linspace_indices, plan_video
 from ._container import MAX_CODED_PIXELS, check_file, open_container, scan_packets, seconds_of
 
-__all__ = ["MediaInfo", "probe", "plan_for", "display_rotation"]
+__all__ = ["MediaInfo", "probe", "plan_probed_video", "display_rotation"]
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         )
 
 
-def plan_for(
+def plan_probed_video(
     info: MediaInfo,
     budget: TokenBudget | int,
     policy: VideoPolicy | None = None,

@@ -22,7 +22,7 @@ from ..errors import ConfigError, DecodeTimeoutError, MediaError
 from ..video_plan import VideoPlan, VideoPolicy
 from ._container import DEADLINE_EVERY, check_file, open_container, scan_packets
 from .audio import decode_audio
-from .probe import display_rotation, plan_for, probe
+from .probe import display_rotation, plan_probed_video, probe
 
 __all__ = ["DECODER_THREADS", "SEEK_MODES", "RESIZE_INTERPOLATION", "SeekMode", "LoadedVideo", "load_video"]
 
@@ -375,7 +375,7 @@ def load_video(
     if plan is None:
         if budget is None:
             raise ConfigError("load_video needs a plan, or a budget to plan with (budget=TokenBudget(...) or an int)")
-        plan = plan_for(probe(name), budget, policy)
+        plan = plan_probed_video(probe(name), budget, policy)
     elif budget is not None or policy is not None:
         raise ConfigError("pass either a plan or budget/policy to load_video, not both")
     targets = tuple(plan.frame_times)
