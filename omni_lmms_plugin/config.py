@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, get_args
 
 from .errors import ConfigError
-from .video_plan import FramePolicy, VideoPolicy
+from .video_plan import REFERENCE_FRAMES_FPS, FramePolicy, VideoPolicy
 
 __all__ = [
     "AdapterConfig",
@@ -72,7 +72,7 @@ class AdapterConfig:
     min_pixels: int = VideoPolicy.min_pixels
     max_pixels: int = VideoPolicy.max_pixels
     frame_policy: FramePolicy = VideoPolicy.frame_policy
-    frames_fps: float = 2.0  # the rate of an image-sequence video (qwen-omni-utils' default sample_fps)
+    frames_fps: float = REFERENCE_FRAMES_FPS  # the rate of an image-sequence video
     max_video_tokens: int | None = None
     use_audio_in_video: AudioChoice = "auto"
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT

@@ -36,6 +36,7 @@ __all__ = [
     "FramePolicy",
     "FRAME_POLICIES",
     "PLAN_RULES",
+    "REFERENCE_FRAMES_FPS",
     "VideoPolicy",
     "VideoPlan",
     "reference_frame_count",
@@ -53,6 +54,9 @@ FRAME_POLICIES: tuple[str, ...] = ("qwen", "resolution")
 # ``total_pixels = MODEL_SEQ_LEN * 28 * 28 * 0.9``. The reference plan uses its default; the budget rules below replace
 # it with the real context when the reference plan does not fit.
 REFERENCE_SEQ_LEN = 128_000
+# qwen-omni-utils takes a list of frames as sampled at this rate (its ``sample_fps`` default): the rate of an
+# image-sequence video unless the task states one.
+REFERENCE_FRAMES_FPS = 2.0
 # The reference never lowers the per-frame pixel cap below this multiple of min_pixels.
 REFERENCE_MIN_PIXELS_SLACK = 1.05
 

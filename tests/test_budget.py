@@ -20,7 +20,7 @@ from omni_lmms_plugin.budget import (
     video_tokens,
 )
 from omni_lmms_plugin.errors import BudgetError, ConfigError
-from omni_lmms_plugin.video_plan import VideoPolicy, linspace_indices, plan_video, smallest_grid
+from omni_lmms_plugin.video_plan import PLAN_RULES, VideoPolicy, linspace_indices, plan_video, smallest_grid
 
 
 def test_importing_the_budget_engine_leaves_torch_out():
@@ -183,7 +183,7 @@ def test_plans_include_both_ends_never_exceed_the_budget_and_keep_reference_fram
         assert plan.frame_indices[0] == 0 and plan.frame_indices[-1] == plan.total_frames - 1
     assert all(0 <= t < duration + 1e-6 for t in plan.frame_times)
     assert plan.frames % 2 == 0 or plan.frames == 1
-    assert plan.reference_fits == (plan.rule == "reference")
+    assert plan.reference_fits == (plan.rule == "reference") and plan.rule in PLAN_RULES[frame_policy]
     if has_audio and plan.rule != "shorter_audio":
         assert math.isclose(plan.audio_seconds, min(duration, MAX_AUDIO_SECONDS))
     if frame_policy == "qwen" and plan.frames < plan.reference_frames:

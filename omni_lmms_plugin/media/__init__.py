@@ -11,7 +11,7 @@ Times at this package's surface are float seconds from the start of the video st
 from __future__ import annotations
 
 from .audio import load_audio
-from .frames import DEFAULT_FRAMES_FPS, is_frame_sequence, load_frames, probe_frames
+from .frames import is_frame_sequence, load_frames, probe_frames
 from .probe import MediaInfo, plan_probed_video, probe
 from .video import RESIZE_INTERPOLATION, SEEK_MODES, LoadedVideo, SeekMode, load_video
 
@@ -19,7 +19,6 @@ __all__ = [
     "SEEK_MODES",
     "SeekMode",
     "RESIZE_INTERPOLATION",
-    "DEFAULT_FRAMES_FPS",
     "MediaInfo",
     "LoadedVideo",
     "probe",

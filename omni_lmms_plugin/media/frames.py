@@ -16,14 +16,13 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError, MediaError
-from ..video_plan import VideoPlan
+from ..video_plan import REFERENCE_FRAMES_FPS, VideoPlan
 from .probe import MediaInfo
 from .video import LoadedVideo
 
-__all__ = ["FRAME_SUFFIXES", "DEFAULT_FRAMES_FPS", "is_frame_sequence", "frame_paths", "probe_frames", "load_frames"]
+__all__ = ["FRAME_SUFFIXES", "is_frame_sequence", "frame_paths", "probe_frames", "load_frames"]
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-DEFAULT_FRAMES_FPS = 2.0
 
 FrameSource = str | os.PathLike | Sequence[str | os.PathLike]
 
@@ -56,7 +55,7 @@ def frame_paths(source: FrameSource) -> list[str]:
     return paths
 
 
-def probe_frames(source: FrameSource, fps: float = DEFAULT_FRAMES_FPS) -> MediaInfo:
+def probe_frames(source: FrameSource, fps: float = REFERENCE_FRAMES_FPS) -> MediaInfo:
     """Metadata of an image-sequence video at ``fps`` frames per second; reads only the first image's header."""
     if not fps > 0:
         raise ConfigError(f"frames_fps={fps} must be positive")
