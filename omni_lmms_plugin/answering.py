@@ -216,7 +216,9 @@ class Answerer:
         its leader's plan fitted to the memory available."""
         shared = prefetched_inputs.get() if scale == 1.0 else self._prepare_group(group, settings, scale)
         leader = group.leader
-        fit = self.planner.fit(leader, settings[leader.index], shared.leader.plan, self._memory_room())
+        fit = self.planner.fit(
+            leader, settings[leader.index], shared.leader.plan, self._memory_room(), shared_prefix=True
+        )
         if fit.shrinks:
             inputs = prepare_inputs(self._locked_processor, leader, fit.plan, self.config)
             shared = self._prepare_group(group, settings, fit.scale, leader=inputs)

@@ -28,7 +28,7 @@ from typing import Any
 
 from .budget import MAX_AUDIO_FEATURES, PATCH_SIZE, TEMPORAL_PATCH
 
-__all__ = ["ModelDims", "MemoryEstimate", "estimate_peak_memory", "GIB", "PATCH_VALUES", "MEL_BINS"]
+__all__ = ["ModelDims", "MemoryEstimate", "estimate_peak_memory", "kv_cache_bytes", "GIB", "PATCH_VALUES", "MEL_BINS"]
 
 GIB = 1024**3
 _OVERHEAD_BYTES = 1 * GIB
@@ -133,6 +133,11 @@ class MemoryEstimate:
         return dict(self.__dict__)
 
 
+def kv_cache_bytes(dims: ModelDims, tokens: int, dtype: str) -> int:
+    """Bytes of the key/value cache of ``tokens`` positions: keys and values, every layer, every KV head."""
+    return tokens * 2 * dims.num_layers * dims.num_kv_heads * dims.head_dim * DTYPE_BYTES[dtype]
+
+
 def estimate_peak_memory(
     dims: ModelDims,
     *,
@@ -193,7 +198,7 @@ def estimate_peak_memory(
     per_patch = (5 * width + 6 * 4) * dims.vision_hidden + 2 * 4 * vision_head_dim + 2 * 8
     vision_stage = embeddings + group * per_patch + (vision_patches - group) // 4 * dims.hidden_size * width
 
-    kv_per_token = 2 * dims.num_layers * dims.num_kv_heads * dims.head_dim * width
+    kv_per_token = kv_cache_bytes(dims, 1, dtype)
     kv_cache = total_tokens * kv_per_token
     # One decoder layer at a time, beside the embeddings and the cache. sdpa: the peak is in the MLP (the residual,
     # its norm and the attention output, 3 x hidden; gate, up and their product, 3 x intermediate). Eager: in the

@@ -15,7 +15,7 @@ from typing import Any
 
 from .budget import QWEN25_OMNI, Geometry
 from .config import AdapterConfig
-from .memory import ModelDims
+from .memory import ModelDims, kv_cache_bytes
 from .request import Request, RequestSettings, classify_visuals, resolve_settings
 from .request_plan import RequestPlan, plan_request, templated_prompt
 from .video_plan import linspace_indices
@@ -94,9 +94,11 @@ class Planner:
             items = classify_visuals(request.visuals())
             return templated_prompt(self.processor, self.config.system_prompt, items, request.context)
 
-    def estimate(self, plan: RequestPlan, max_new_tokens: int) -> int:
-        """Predicted peak device memory of generating from ``plan``, weights included (bytes)."""
-        return plan.estimate_peak(
+    def estimate(self, plan: RequestPlan, max_new_tokens: int, *, shared_prefix: bool = False) -> int:
+        """Predicted peak device memory of generating from ``plan``, weights included (bytes). A shared group's member
+        generates from a copy of the prefix cache while the group's cache stays alive: ``shared_prefix`` adds that
+        copy (the plan's input tokens of key/value cache)."""
+        estimate = plan.estimate_peak(
             self.facts.dims,
             attention=self.facts.attention,
             dtype=self.facts.dtype,
@@ -104,12 +106,24 @@ class Planner:
             max_new_tokens=max_new_tokens,
             weight_bytes=self.facts.weight_bytes,
         )
+        if shared_prefix:
+            estimate += kv_cache_bytes(self.facts.dims, plan.input_tokens, self.facts.dtype)
+        return estimate
 
-    def fit(self, request: Request, settings: RequestSettings, plan: RequestPlan, room: int | None) -> MemoryFit:
+    def fit(
+        self,
+        request: Request,
+        settings: RequestSettings,
+        plan: RequestPlan,
+        room: int | None,
+        *,
+        shared_prefix: bool = False,
+    ) -> MemoryFit:
         """Shrink ``plan`` by ``oom_shrink`` per step while its activations (estimate minus weights) exceed ``room``
-        bytes, until it fits, stops getting smaller, or ``MAX_MEMORY_SHRINKS`` steps. ``room=None``: nothing binds."""
+        bytes, until it fits, stops getting smaller, or ``MAX_MEMORY_SHRINKS`` steps. ``room=None``: nothing binds.
+        ``shared_prefix``: the plan serves a shared group (see :meth:`estimate`)."""
         max_new_tokens = settings.params.max_new_tokens
-        estimate = self.estimate(plan, max_new_tokens)
+        estimate = self.estimate(plan, max_new_tokens, shared_prefix=shared_prefix)
         scale, shrinks, notes = plan.scale, 0, []
 
         def fits(value: int) -> bool:
@@ -121,7 +135,7 @@ class Planner:
                 notes.append("the plan is at its smallest; generating with it (the OOM loop guards the rest)")
                 break
             scale, shrinks, plan = scale * self.config.oom_shrink, shrinks + 1, smaller
-            estimate = self.estimate(plan, max_new_tokens)
+            estimate = self.estimate(plan, max_new_tokens, shared_prefix=shared_prefix)
         if shrinks:
             notes.append(f"plan shrunk {shrinks}x before generating: estimated peak above the memory available")
         return MemoryFit(plan, estimate, scale, shrinks, fits(estimate), tuple(notes))

@@ -151,8 +151,11 @@ def _plan_sample(
     settings: RequestSettings,
     gpu_gib: Sequence[float],
     probe_times: list[tuple[float, str]],
+    *,
+    shared_prefix: bool = False,
 ) -> dict[str, Any]:
-    """Plan one sample exactly as the adapter will (the same planner), and fit it to each GPU size."""
+    """Plan one sample exactly as the adapter will (the same planner), and fit it to each GPU size; a shared group's
+    leader with the copy of the prefix cache its members generate from."""
     from .request import classify_visuals
 
     row: dict[str, Any] = {"task": request.task, "doc_id": request.doc_id, "status": "planned"}
@@ -196,12 +199,12 @@ def _plan_sample(
         )
         row["wanted_frames"] = sum(v.plan.reference_frames for v in plan.videos)
 
-    row["peak_bytes"] = planner.estimate(plan, settings.params.max_new_tokens)
+    row["peak_bytes"] = planner.estimate(plan, settings.params.max_new_tokens, shared_prefix=shared_prefix)
     row["shrinks"] = {}
     for gib in gpu_gib:
         room = int(gib * GIB) - planner.facts.weight_bytes
         try:
-            fit = planner.fit(request, settings, plan, room) if room > 0 else None
+            fit = planner.fit(request, settings, plan, room, shared_prefix=shared_prefix) if room > 0 else None
         except (BudgetError, MediaError):
             fit = None
         row["shrinks"][f"{gib:g}"] = fit.shrinks if fit is not None and fit.fits else None
@@ -348,7 +351,9 @@ def run_preflight(
     with tqdm(total=len(requests), desc="preflight", unit="sample", dynamic_ncols=True, disable=not progress) as bar:
         bar.update(len(planned_rows))
         for group in groups:
-            leader = _plan_sample(planner, group.leader, settings[group.leader.index], gpu_gib, probe_times)
+            leader = _plan_sample(
+                planner, group.leader, settings[group.leader.index], gpu_gib, probe_times, shared_prefix=group.shared
+            )
             for member in group.members:
                 planned_rows[member.index] = (
                     leader if member is group.leader else _member_row(planner, leader, member, settings[member.index])
