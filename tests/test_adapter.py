@@ -245,9 +245,9 @@ def test_audio_past_300_s_in_a_standalone_clip_is_noted(model):
     assert any("not heard" in note for note in record["media"][0]["notes"])
 
 
-def test_an_image_only_request_is_retried_smaller_after_out_of_memory(model, monkeypatch):
-    """The retry of an image request feeds fewer image tokens than the failed attempt. Breaking check: ignoring the
-    scale for images (the old behaviour, identical plans on every retry) fails the token assertion."""
+def out_of_memory_on_first_generate(monkeypatch) -> None:
+    """The next ``generate`` call raises CUDA's out-of-memory message (after the attempt recorded its plan); later
+    calls run."""
     import omni_lmms_plugin.answering as answering
 
     real = answering.run_generate
@@ -260,6 +260,12 @@ def test_an_image_only_request_is_retried_smaller_after_out_of_memory(model, mon
         return real(*args, **kwargs)
 
     monkeypatch.setattr(answering, "run_generate", out_of_memory_once)
+
+
+def test_an_image_only_request_is_retried_smaller_after_out_of_memory(model, monkeypatch):
+    """The retry of an image request feeds fewer image tokens than the failed attempt. Breaking check: ignoring the
+    scale for images (the old behaviour, identical plans on every retry) fails the token assertion."""
+    out_of_memory_on_first_generate(monkeypatch)
     docs = [{"question": "Big image?", "visuals": [Image.new("RGB", (1600, 1200), "red")]}]
     answer = model.generate_until(requests(model, docs))[0]
     first, second = records(model.provenance.folder.parent)[-1]["attempts"]
@@ -272,18 +278,7 @@ def test_an_image_only_request_is_retried_smaller_after_out_of_memory(model, mon
 def test_an_audio_only_request_is_retried_with_a_shorter_span_after_out_of_memory(model, monkeypatch):
     """The retry of a standalone audio request feeds a shorter span. Breaking check: ignoring the scale for audio clips
     (the same span on every retry, as before) fails the token assertions."""
-    import omni_lmms_plugin.answering as answering
-
-    real = answering.run_generate
-    calls = []
-
-    def out_of_memory_once(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(answering, "run_generate", out_of_memory_once)
+    out_of_memory_on_first_generate(monkeypatch)
     noise = np.random.default_rng(0).standard_normal(16_000 * 40).astype(np.float32) * 0.1
     model.generate_until(
         requests(model, [{"question": "Hear?", "visuals": [{"array": noise, "sampling_rate": 16_000}]}])
