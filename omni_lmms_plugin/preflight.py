@@ -156,12 +156,10 @@ def _plan_sample(
 ) -> dict[str, Any]:
     """Plan one sample exactly as the adapter will (the same planner), and fit it to each GPU size; a shared group's
     leader with the copy of the prefix cache its members generate from."""
-    from .request import classify_visuals
 
     row: dict[str, Any] = {"task": request.task, "doc_id": request.doc_id, "status": "planned"}
     started = time.perf_counter()
     try:
-        row["media"] = [item.kind for item in classify_visuals(request.visuals())]
         plan = planner.plan(request, settings)
     except MediaError as error:
         probe_times.append((time.perf_counter() - started, error.path))
@@ -170,6 +168,7 @@ def _plan_sample(
         return {**row, "status": "does_not_fit_budget", "error": str(error)}
     except Exception as error:  # noqa: BLE001 - reported per sample; the walk goes on
         return {**row, "status": "error", "error": f"{type(error).__name__}: {error}"}
+    row["media"] = [item.kind for item in plan.items]
     sources = ", ".join(str(v.to_record()["path"]) for v in plan.videos)
     probe_times.append((time.perf_counter() - started, sources or f"{request.task}/{request.doc_id}"))
 

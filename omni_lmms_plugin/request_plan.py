@@ -222,7 +222,7 @@ def _image_pixel_range(processor: Any) -> tuple[int, int]:
     return int(size.get("shortest_edge", 56 * 56)), int(size.get("longest_edge", 28 * 28 * 1280))
 
 
-def _audio_seconds(item: MediaItem, decode_timeout: float) -> float:
+def _audio_seconds(item: MediaItem) -> float:
     """The length of a standalone audio clip in seconds, from its array or its file's headers (no decoding)."""
     if isinstance(item.source, dict):
         shape = np.shape(item.source["array"])
@@ -328,7 +328,7 @@ def plan_request(
             planned.append(PlannedImage(image, height, width, tokens, shrunk=scale < 1.0))
             fixed_tokens += tokens
         elif item.kind == "audio":
-            full = _audio_seconds(item, config.decode_timeout)
+            full = _audio_seconds(item)
             seconds = min(full, geometry.max_audio_seconds) * min(scale, 1.0)
             samples = max(1, audio_samples(seconds))
             tokens = audio_block_tokens(samples, geometry=geometry)
