@@ -33,7 +33,7 @@ from .errors import ConfigError, GenerationFailedError
 from .memory import ModelDims
 from .model_surgery import install_grouped_vision_encoding, install_last_position_logits
 from .planner import ModelFacts, Planner, flash_attn_available
-from .prefetch import default_workers, prefetched
+from .prefetch import prefetched
 from .provenance import ProvenanceWriter, default_provenance_dir, stable_hash
 from .request import Request, unpack_request
 from .request_plan import torch_linspace_indices
@@ -234,7 +234,7 @@ class Qwen25OmniSafe(lmms):
         )
 
         try:
-            workers = self.config.prefetch_workers or default_workers()
+            workers = self.config.preparing_at_once()
 
             def prepare(group: MediaGroup) -> Any:
                 return self.answerer.prepare(group, settings)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, get_args
 
 from .errors import ConfigError
+from .prefetch import default_decode_workers, default_workers
 from .video_plan import REFERENCE_FRAMES_FPS, FramePolicy, VideoPolicy
 
 __all__ = [
@@ -42,7 +43,15 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 # Model args that change neither the inputs nor the answers: left out of the resume key and of run comparisons.
-NOT_IN_RESUME_KEY = ("provenance_dir", "prefetch", "prefetch_workers", "resume", "batch_size", "decode_timeout")
+NOT_IN_RESUME_KEY = (
+    "provenance_dir",
+    "prefetch",
+    "prefetch_workers",
+    "decode_workers",
+    "resume",
+    "batch_size",
+    "decode_timeout",
+)
 
 
 def _to_bool_word(value: Any) -> str:
@@ -88,6 +97,8 @@ class AdapterConfig:
     share_video_prefix: bool = True
     # Threads preparing requests ahead of the model (None: half the machine's cores, 1 to 8); see prefetch.py.
     prefetch_workers: int | None = None
+    # Segments one video's frames are decoded in at once (None: the cores shared out among the preparation threads).
+    decode_workers: int | None = None
     provenance_dir: str | None = None
     resume: bool = True
     batch_size: int = 1
@@ -117,6 +128,11 @@ class AdapterConfig:
             raise ConfigError(
                 f"prefetch_workers={self.prefetch_workers} must be at least 1 (threads preparing requests; "
                 "omit it for half the machine's cores)"
+            )
+        if self.decode_workers is not None and self.decode_workers < 1:
+            raise ConfigError(
+                f"decode_workers={self.decode_workers} must be at least 1 (segments of one video decoded at once; "
+                "omit it to share the cores among the preparation threads)"
             )
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be at least 1")
@@ -155,6 +171,17 @@ class AdapterConfig:
         }
         # The floor never sits below the minimum, whichever of the two the task raised.
         return VideoPolicy(**fields_, frame_floor=max(self.frame_floor, fields_["min_frames"]))
+
+    def preparing_at_once(self) -> int:
+        """Requests prepared at once: ``prefetch_workers`` (default: half the cores, 1 to 8), one with prefetch off."""
+        if self.prefetch == 0:
+            return 1
+        return self.prefetch_workers or default_workers()
+
+    def video_decode_workers(self) -> int:
+        """Segments each video is decoded in: ``decode_workers``, by default the cores shared out among the requests
+        prepared at once."""
+        return self.decode_workers or default_decode_workers(self.preparing_at_once())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

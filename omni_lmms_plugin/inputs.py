@@ -93,7 +93,11 @@ def prepare_inputs(processor: Any, request: Request, plan: RequestPlan, config: 
                 loaded = load_frames(entry.source, entry.plan)
             else:
                 loaded = load_video(
-                    entry.source, entry.plan, decode_timeout=config.decode_timeout, seek_mode=config.seek_mode
+                    entry.source,
+                    entry.plan,
+                    decode_timeout=config.decode_timeout,
+                    seek_mode=config.seek_mode,
+                    workers=config.video_decode_workers(),
                 )
             decode_seconds += loaded.decode_seconds
             record["decoded_times"] = list(loaded.frame_times)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-__all__ = ["Prepared", "prefetched", "default_workers", "MAX_DEFAULT_WORKERS"]
+__all__ = ["Prepared", "prefetched", "default_workers", "default_decode_workers", "MAX_DEFAULT_WORKERS"]
 
 R = TypeVar("R")
 P = TypeVar("P")
@@ -30,6 +30,12 @@ MAX_DEFAULT_WORKERS = 8
 def default_workers(cores: int | None = None) -> int:
     """Preparation threads for a machine with ``cores`` cores (default: this one's): half of them, 1 to 8."""
     return max(1, min(MAX_DEFAULT_WORKERS, (cores or os.cpu_count() or 1) // 2))
+
+
+def default_decode_workers(preparing: int, cores: int | None = None) -> int:
+    """Segments each video is decoded in when ``preparing`` requests are prepared at once: the cores (default: this
+    machine's) shared out among them, so that every core decodes (at least 1)."""
+    return max(1, (cores or os.cpu_count() or 1) // max(preparing, 1))
 
 
 class Prepared(Generic[P]):

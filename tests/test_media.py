@@ -39,6 +39,8 @@ def files(tmp_path_factory):
         "vfr_mkv": sm.write_video(root / "vfr.mkv", duration=4.0, gop=20, vfr=True, bframes=2),
         "long": sm.write_video(root / "long.mp4", duration=20.0, gop=15, width=160, height=120, audio_signal="chirp"),
         "one": hm.write_one_frame_video(root / "one.mp4"),
+        # Three B-frames between references: x264's pyramid makes the middle one a reference, the other two are not.
+        "bframes": sm.write_video(root / "b.mp4", duration=8.0, gop=30, bframes=3, audio=False),
     }
 
 
@@ -186,6 +188,46 @@ def test_exact_mode_sparse_seeks_instead_of_decoding_everything(files):
     dense = media.load_video(files["long"], budget=BIG, policy=VideoPolicy(fps=5.0))
     check_exact(files["long"], dense)
     assert dense.decoded_frames <= 600
+
+
+def _without_frame_skipping(monkeypatch) -> None:
+    monkeypatch.setattr(media.video, "_shown_frames", lambda *args: None)
+
+
+# Sparse targets (seeks, slice threads), the default rate, dense targets (no seeks: frame threads).
+@pytest.mark.parametrize("fps", [0.5, 2.0, 7.5])
+def test_exact_mode_skips_the_frames_no_target_shows_and_returns_the_same_pixels(files, fps, monkeypatch):
+    """Non-reference frames that no target shows are not decoded, and nothing else changes. Catches: skipping off
+    (checked by hand: the decoded counts are equal), a wrong packet-index prediction (the second, unskipped decode
+    makes the count larger), skipping a frame a target shows (its marker index and pixels differ)."""
+    path = files["bframes"]
+    skipped = media.load_video(path, budget=BIG, policy=VideoPolicy(fps=fps))
+    _without_frame_skipping(monkeypatch)
+    full = media.load_video(path, skipped.plan)
+    check_exact(path, skipped)
+    assert [sm.read_frame_index(frame) for frame in skipped.frames] == list(skipped.plan.frame_indices)
+    assert skipped.frame_times == full.frame_times
+    assert np.array_equal(skipped.frames, full.frames)
+    assert skipped.decoded_frames <= 0.8 * full.decoded_frames, (skipped.decoded_frames, full.decoded_frames)
+
+
+def test_exact_mode_decodes_again_when_the_packet_index_mispredicts_the_frames_shown(files, monkeypatch):
+    """The safety net: when the frames the decoder shows are not the ones the packet index predicted (here the
+    prediction keeps the packet after each shown one), the video is decoded again without skipping, so the frames
+    are still exact. Catches: removing the check (checked by hand: targets on non-reference B-frames come back as
+    other frames, and the marker indices differ)."""
+    path = files["bframes"]
+    predict = media.video._shown_frames
+
+    def one_packet_late(index, origin, seconds_per_tick, targets):
+        pts, times = predict(index, origin, seconds_per_tick, targets)
+        later = np.minimum(np.searchsorted(index.pts, pts) + 1, len(index.pts) - 1)
+        return index.pts[later], times
+
+    monkeypatch.setattr(media.video, "_shown_frames", one_packet_late)
+    loaded = media.load_video(path, budget=BIG, policy=VideoPolicy(fps=2.0))
+    check_exact(path, loaded)
+    assert [sm.read_frame_index(frame) for frame in loaded.frames] == list(loaded.plan.frame_indices)
 
 
 def test_one_frame_video(files):

@@ -3,6 +3,7 @@ frames and times as one decoder; several requests prepared at once, in order, wi
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from omni_lmms_plugin import media
 from omni_lmms_plugin import synthetic_media as sm
+from omni_lmms_plugin.config import AdapterConfig
 from omni_lmms_plugin.errors import ConfigError
 from omni_lmms_plugin.prefetch import prefetched
 from omni_lmms_plugin.video_plan import VideoPolicy
@@ -66,19 +68,49 @@ def test_prefetch_workers_prepare_at_once_in_order_and_bounded():
     assert seen == [index * 10 for index in range(8)]
 
 
-def test_parallel_preparation_feeds_the_model_what_the_sequential_path_does(tiny_7b, tmp_path):
-    """Catches: preparation threads sharing state (another request's frames or tokens: the input hashes differ)."""
+def test_every_core_decodes_by_default(monkeypatch):
+    """The cores are shared out among the requests prepared at once: each video is decoded in that many segments.
+    Catches: a default that leaves cores idle (one segment per video) or oversubscribes them."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert AdapterConfig().preparing_at_once() == 8  # half the cores
+    assert AdapterConfig().video_decode_workers() == 2
+    assert AdapterConfig(prefetch_workers=3).video_decode_workers() == 5
+    assert AdapterConfig(prefetch=0).video_decode_workers() == 16  # one request at a time: all cores on its video
+    assert AdapterConfig(decode_workers=4).video_decode_workers() == 4
+    with pytest.raises(ConfigError, match=r"decode_workers=0 must be at least 1"):
+        AdapterConfig(decode_workers=0)
+
+
+def test_parallel_preparation_feeds_the_model_what_the_sequential_path_does(tiny_7b, tmp_path, monkeypatch):
+    """Catches: preparation threads or decoding segments sharing state (another request's frames or tokens: the
+    input hashes differ), ``decode_workers`` not reaching the decoder."""
     from test_adapter import make_model, records, requests
+
+    from omni_lmms_plugin import inputs
+
+    segments_used: list[int] = []
+
+    def recording_load_video(path, plan, *, workers: int = 1, **kwargs):
+        segments_used.append(len(media.video._segments(plan.frames, workers)))
+        return media.load_video(path, plan, workers=workers, **kwargs)
+
+    monkeypatch.setattr(inputs, "load_video", recording_load_video)
 
     folder = tmp_path / "media"
     folder.mkdir()
     docs = [
-        {"question": f"Q{i}", "visuals": [str(sm.write_video(folder / f"{i}.mp4", width=w, height=h, duration=2.0))]}
+        {"question": f"Q{i}", "visuals": [str(sm.write_video(folder / f"{i}.mp4", width=w, height=h, duration=6.0))]}
         for i, (w, h) in enumerate([(160, 120), (320, 240), (256, 144), (192, 192)])
     ]
     runs = {}
-    for name, args in {"sequential": {"prefetch": 0}, "parallel": {"prefetch": 2, "prefetch_workers": 3}}.items():
+    settings = {
+        "sequential": {"prefetch": 0, "decode_workers": 1},
+        "parallel": {"prefetch": 2, "prefetch_workers": 3, "decode_workers": 1},
+        "segments": {"prefetch": 0, "decode_workers": 3},
+    }
+    for name, args in settings.items():
         model = make_model(tiny_7b, tmp_path / name, **args)
         answers = [result.text for result in model.generate_until(requests(model, docs))]
         runs[name] = (answers, [record["input_hash"] for record in records(tmp_path / name)])
-    assert runs["sequential"] == runs["parallel"]
+    assert runs["sequential"] == runs["parallel"] == runs["segments"]
+    assert segments_used == [1] * 8 + [3] * 4  # 12 frames a video: three segments of four

@@ -42,6 +42,22 @@ def test_gop_sets_the_keyframe_interval(tmp_path):
     assert [round(float(pts * time_base), 3) for pts in sorted(keys)] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
 
 
+def test_realistic_encoding_has_b_frames_texture_and_readable_markers(tmp_path):
+    """The benchmark's realistic clip: B-frames (some not references), a bitrate over twice the flat clip's, and
+    every frame's marker still readable under the texture and grain."""
+    fast = sm.write_video(tmp_path / "fast.mp4", width=320, height=240, duration=2.0, audio=False, bframes=3)
+    real = sm.write_video(
+        tmp_path / "real.mp4", width=320, height=240, duration=2.0, audio=False, bframes=3, encoding="realistic"
+    )
+    with av.open(str(real)) as container:
+        kinds = [int(frame.pict_type) for frame in container.decode(video=0)]
+    assert kinds.count(3) >= len(kinds) // 2  # AV_PICTURE_TYPE_B
+    assert [index for _, index in reference(real)] == list(range(60))
+    assert real.stat().st_size > 2 * fast.stat().st_size
+    with pytest.raises(ValueError, match="Invalid encoding"):
+        sm.write_video(tmp_path / "x.mp4", encoding="slow")
+
+
 def test_vfr_has_irregular_timestamps_matching_the_schedule(tmp_path):
     path = sm.write_video(tmp_path / "v.mkv", duration=2.0, vfr=True)
     frames = reference(path)

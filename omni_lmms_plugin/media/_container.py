@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 
 import av
+import numpy as np
 
 from ..errors import DecodeTimeoutError, MediaError
 
@@ -47,22 +49,39 @@ def seconds_of(value: int | None, time_base: Fraction | None) -> float | None:
     return float(value * time_base)
 
 
-def scan_packets(
-    container, stream, name: str, deadline: float | None = None
-) -> tuple[list[float], float | None, float | None, int]:
-    """Demux (never decode) every packet of ``stream``: keyframe times, first and end time (seconds from the stream's
-    start), packet count."""
+@dataclass(frozen=True)
+class PacketIndex:
+    """What demuxing (never decoding) every packet of a stream tells.
+
+    * ``keys``: keyframe times, ascending (seconds from the stream's start);
+    * ``pts``: the presentation timestamps (``time_base`` ticks) of every packet, ascending, or None when some packet
+      has none (then which packet shows which frame is unknown);
+    * ``first`` / ``end``: where the packets start and end (seconds; None without packets);
+    * ``count``: packets with a timestamp.
+    """
+
+    keys: list[float]
+    pts: np.ndarray | None
+    first: float | None
+    end: float | None
+    count: int
+
+
+def scan_packets(container, stream, name: str, deadline: float | None = None) -> PacketIndex:
+    """Demux (never decode) every packet of ``stream`` and index them."""
     seconds_per_tick = float(stream.time_base)
     origin = stream.start_time or 0
     keys: list[float] = []
+    stamps: list[int] = []
+    complete = True
     first = end = None
-    count = 0
     try:
         for packet in container.demux(stream):
             if packet.pts is None:
+                complete = complete and packet.size == 0  # the empty packet that ends the stream has no timestamp
                 continue
-            count += 1
-            if deadline is not None and count % (DEADLINE_EVERY * 16) == 0 and time.monotonic() > deadline:
+            stamps.append(packet.pts)
+            if deadline is not None and len(stamps) % (DEADLINE_EVERY * 16) == 0 and time.monotonic() > deadline:
                 raise DecodeTimeoutError(name, "scanning packets took longer than decode_timeout")
             start = (packet.pts - origin) * seconds_per_tick
             stop = start + (packet.duration or 0) * seconds_per_tick
@@ -71,8 +90,10 @@ def scan_packets(
             if packet.is_keyframe:
                 keys.append(start)
     except av.FFmpegError as exc:
-        if count == 0:
+        if not stamps:
             raise MediaError(name, f"cannot demux packets: {exc}") from exc
         logger.debug("%s: packet scan stopped early: %s", name, exc)
+        complete = False
     keys.sort()
-    return keys, first, end, count
+    pts = np.sort(np.asarray(stamps, dtype=np.int64)) if complete else None
+    return PacketIndex(keys=keys, pts=pts, first=first, end=end, count=len(stamps))

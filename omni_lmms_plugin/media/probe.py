@@ -131,8 +131,8 @@ def probe(path: str | os.PathLike) -> MediaInfo:
             duration = fields["audio_duration_header"] or container_duration
             source = "audio_stream" if fields["audio_duration_header"] else "container"
             if not duration:
-                _, first, end, _ = scan_packets(container, audios[0], name)
-                duration, source = (end - first if end is not None else 0.0), "packets"
+                scan = scan_packets(container, audios[0], name)
+                duration, source = (scan.end - scan.first if scan.end is not None else 0.0), "packets"
             return MediaInfo(
                 path=name,
                 format_name=container.format.name,
@@ -156,9 +156,9 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         elif container_duration:
             duration, source = container_duration, "container"
         else:
-            _, first, end, scanned = scan_packets(container, video, name)
-            duration, source = (end - first if end is not None else 0.0), "packets"
-            frame_count = frame_count or scanned
+            scan = scan_packets(container, video, name)
+            duration, source = (scan.end - scan.first if scan.end is not None else 0.0), "packets"
+            frame_count = frame_count or scan.count
         if video.average_rate:
             frame_rate, rate_source = float(video.average_rate), "video_stream"
         elif frame_count and duration:
@@ -166,9 +166,9 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         elif video.guessed_rate:
             frame_rate, rate_source = float(video.guessed_rate), "container"
         else:
-            _, first, end, scanned = scan_packets(container, video, name)
-            span = (end - first) if end is not None else 0.0
-            frame_rate, rate_source = (scanned / span if span > 0 else 0.0), "packets"
+            scan = scan_packets(container, video, name)
+            span = (scan.end - scan.first) if scan.end is not None else 0.0
+            frame_rate, rate_source = (scan.count / span if span > 0 else 0.0), "packets"
         if frame_count:
             total_frames, total_source = frame_count, "header" if video.frames else "packets"
         else:

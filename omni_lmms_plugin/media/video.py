@@ -6,6 +6,7 @@ Times are float seconds from the start of the video stream; ``time_base`` intege
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import os
 import time
@@ -20,11 +21,13 @@ from ..budget import TokenBudget
 from ..config import SeekChoice
 from ..errors import ConfigError, DecodeTimeoutError, MediaError
 from ..video_plan import VideoPlan, VideoPolicy
-from ._container import DEADLINE_EVERY, check_file, open_container, scan_packets
+from ._container import DEADLINE_EVERY, PacketIndex, check_file, open_container, scan_packets
 from .audio import decode_audio
 from .probe import display_rotation, plan_probed_video, probe
 
 __all__ = ["DECODER_THREADS", "SEEK_MODES", "RESIZE_INTERPOLATION", "SeekMode", "LoadedVideo", "load_video"]
+
+logger = logging.getLogger("omni_lmms_plugin")
 
 # The seek modes are the model arg's (one definition, in config).
 SeekMode = SeekChoice
@@ -87,10 +90,15 @@ class LoadedVideo:
 
 class _Decoder:
     """Frames of one video stream with their times (seconds from the stream start), decoding forward from wherever
-    the container was last positioned. Checks the deadline as it goes and counts decoded frames."""
+    the container was last positioned. Checks the deadline as it goes and counts decoded frames.
 
-    def __init__(self, container, stream, name: str, deadline: float) -> None:
+    With ``keep`` (a set of packet timestamps), the decoder discards the non-reference frames (H.264/HEVC frames no
+    other frame predicts from, typically most B-frames) of every other packet: they cost decoding time and are never
+    shown, and skipping them changes no other frame's pixels."""
+
+    def __init__(self, container, stream, name: str, deadline: float, keep: frozenset[int] | None = None) -> None:
         self.container, self.stream, self.name, self.deadline = container, stream, name, deadline
+        self.keep = keep
         self.time_base = stream.time_base
         self.seconds_per_tick = float(stream.time_base)  # float arithmetic per frame; Fractions are slow
         self.origin = stream.start_time or 0
@@ -110,11 +118,17 @@ class _Decoder:
         """Yield ``(frame, seconds)`` in presentation order until the end of the stream."""
         previous = None
         count = 0
+        context = self.stream.codec_context
+        skipping = context.skip_frame
         try:
             for packet in self.container.demux(self.stream):
                 count += 1
                 if count % DEADLINE_EVERY == 0:
                     self.check_deadline()
+                if self.keep is not None and packet.size:
+                    wanted = "DEFAULT" if packet.pts in self.keep else "NONREF"
+                    if wanted != skipping:  # read per packet by the decoder (and by each frame thread on submit)
+                        context.skip_frame = skipping = wanted
                 for frame in packet.decode():
                     self.decoded += 1
                     if frame.pts is not None:
@@ -280,10 +294,29 @@ def _segments(count: int, workers: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
+def _aimed_times(plan: VideoPlan) -> tuple[float, ...]:
+    """Exact mode's target times: half a frame past each planned time, so that frame i of a constant-rate file is
+    found even where the container rounded its timestamp up (Matroska stores milliseconds: 2/30 s becomes 0.067 s)."""
+    return tuple(t + 0.5 / plan.source_fps for t in plan.frame_times)
+
+
+def _shown_frames(index: PacketIndex, origin: int, seconds_per_tick: float, targets: tuple[float, ...]):
+    """The timestamp and time of the frame on screen at each target by the packet index (the last packet whose time is
+    <= the target; the first packet for a target before it), the rule :func:`_decode_exact` applies to the decoded
+    frames. None without a complete index."""
+    if index.pts is None or not len(index.pts):
+        return None
+    times = (index.pts - origin) * seconds_per_tick
+    slots = np.clip(np.searchsorted(times, np.asarray(targets) + 1e-6, side="right") - 1, 0, len(times) - 1)
+    return index.pts[slots], times[slots]
+
+
 @dataclass(frozen=True)
 class _Span:
     """What decoding any range of a plan's targets needs: the output array (each range fills its own rows), the
-    keyframe times and the stream's end from the packet scan, the mode and the deadline."""
+    keyframe times and the stream's end from the packet scan, the mode and the deadline; in exact mode, the timestamp
+    and time of the frame each target shows by the packet index (``shown_pts``/``shown_times``, None when the index
+    is incomplete), which lets the decoder skip every other non-reference frame."""
 
     name: str
     plan: VideoPlan
@@ -292,6 +325,8 @@ class _Span:
     end: float | None
     seek_mode: str
     deadline: float
+    shown_pts: np.ndarray | None = None
+    shown_times: np.ndarray | None = None
 
     def decode(self, decoder: _Decoder, start: int, stop: int) -> list[float]:
         """Decode targets ``[start, stop)`` into ``frames[start:stop]`` with ``decoder``; returns their times."""
@@ -314,12 +349,21 @@ class _Span:
             len(targets) if self.seek_mode == "keyframe" else _planned_seeks(targets, self.keys, decoder.frame_seconds)
         )
         stream.thread_type = "SLICE" if seeks else "AUTO"
-        if self.seek_mode == "exact":
-            # Aim half a frame past each planned time: frame i of a constant-rate file is then found even where the
-            # container rounded its timestamp up (Matroska stores milliseconds: 2/30 s becomes 0.067 s).
-            half_frame = 0.5 / plan.source_fps
-            return _decode_exact(decoder, tuple(t + half_frame for t in targets), self.keys, store)
-        return _decode_keyframes(decoder, targets, self.keys or [], store, self.end)
+        if self.seek_mode == "keyframe":
+            return _decode_keyframes(decoder, targets, self.keys or [], store, self.end)
+        aimed = _aimed_times(plan)[start:stop]
+        if self.shown_pts is None:
+            return _decode_exact(decoder, aimed, self.keys, store)
+        decoder.keep = frozenset(self.shown_pts[start:stop].tolist())
+        times = _decode_exact(decoder, aimed, self.keys, store)
+        if np.allclose(times, self.shown_times[start:stop], rtol=0, atol=1e-9):
+            return times
+        # The decoder showed other frames than the packet index predicted (it dropped or re-timed a kept packet's
+        # frame), so a skipped frame may have been the one on screen: decode again, skipping nothing.
+        logger.debug("%s: frames differ from the packet index; decoding again without frame skipping", self.name)
+        decoder.keep = None
+        decoder.seek(0.0)
+        return _decode_exact(decoder, aimed, self.keys, store)
 
     def decode_apart(self, start: int, stop: int, *, threads: int) -> tuple[list[float], int]:
         """:meth:`decode` in a container of its own, its decoder limited to ``threads`` threads; returns the times
@@ -348,16 +392,20 @@ def load_video(
     ``pts <= t + 0.5 / source_fps``: for a constant-rate file, frame ``plan.frame_indices[i]`` itself, even where the
     container rounded its timestamps; for a variable-rate file, the frame nearest ``t``), decoding forward for dense targets
     and seeking to the keyframe before a target when that skips frames, so it never decodes more than plain sequential
-    decoding. ``seek_mode="keyframe"``: for each planned time, the nearest keyframe (from the packet index, no
+    decoding. The packet index (demuxed first, never decoded) says which packet each target shows; the decoder
+    discards the non-reference frames of all other packets (most B-frames: no frame predicts from them, so no
+    returned pixel changes), and if the frames shown still differ from the index's prediction the video is decoded
+    again without skipping. ``seek_mode="keyframe"``: for each planned time, the nearest keyframe (from the packet index, no
     decoding), one frame per keyframe; faster, deterministic, and the real times are returned. Kept frames are resized
     once, in C, with swscale's bicubic filter to exactly ``plan.height x plan.width`` after turning them upright (the
     display matrix, or the legacy ``rotate`` tag); memory holds only the kept frames.
 
     ``workers > 1`` splits the targets into that many contiguous segments (at least ``_MIN_SEGMENT_TARGETS`` targets
     each), decoded concurrently in threads, each with its own container and decoder seeking to the keyframe before
-    its first target; the frames and times are the same as with one worker. Memory: the kept frames (one array,
-    ``frames x height x width x 3`` bytes) plus, per segment, one decoder's working set (its reference frames and
-    frame-threading queue, a few frames at the source resolution).
+    its first target; the frames and times are the same as with one worker. The ``DECODER_THREADS`` decoding threads
+    are shared out among the segments. Memory: the kept frames (one array, ``frames x height x width x 3`` bytes)
+    plus, per segment, one decoder's working set (its reference frames and frame-threading queue, a few frames at the
+    source resolution), and the packet index (8 bytes a packet).
 
     Raises :class:`MediaError` (naming the file) for missing, empty, truncated, unreadable or undecodable files, a file
     without a video stream, or fewer frames than planned; :class:`DecodeTimeoutError` when decoding runs past
@@ -392,21 +440,31 @@ def load_video(
         stream.thread_count = DECODER_THREADS
         decoder = _Decoder(container, stream, name, deadline)
         frames = np.empty((plan.frames, plan.height, plan.width, 3), dtype=np.uint8)
-        keys: list[float] | None = None
-        end: float | None = None
-        mean_gap = (targets[-1] - targets[0]) / max(len(targets) - 1, 1)
+        # The packet index (demuxing only, about 3 microseconds a packet) says where to seek and which frames to skip.
+        index = scan_packets(container, stream, name, deadline)
+        decoder.seek(0.0)
+        shown = None
+        if seek_mode == "exact":
+            shown = _shown_frames(index, decoder.origin, decoder.seconds_per_tick, _aimed_times(plan))
+        span = _Span(
+            name,
+            plan,
+            frames,
+            index.keys,
+            index.end,
+            seek_mode,
+            deadline,
+            shown_pts=None if shown is None else shown[0],
+            shown_times=None if shown is None else shown[1],
+        )
         segments = _segments(len(targets), workers)
-        if len(segments) > 1 or seek_mode == "keyframe" or mean_gap > _SEEK_MIN_SKIP_FRAMES * decoder.frame_seconds:
-            keys, _, end, _ = scan_packets(container, stream, name, deadline)
-            decoder.seek(0.0)
-        span = _Span(name, plan, frames, keys, end, seek_mode, deadline)
         if len(segments) == 1:
             times = span.decode(decoder, 0, len(targets))
             decoded = decoder.decoded
         else:
             # One container and decoder per segment, each in a thread: PyAV releases the GIL while FFmpeg decodes and
-            # swscale converts, so the segments decode in parallel. The cores are shared out among the segments.
-            threads = max(1, (os.cpu_count() or 1) // len(segments))
+            # swscale converts, so the segments decode in parallel. The decoder threads are shared out among them.
+            threads = max(1, DECODER_THREADS // len(segments))
             with ThreadPoolExecutor(max_workers=len(segments), thread_name_prefix="omni-decode") as pool:
                 parts = list(pool.map(lambda bounds: span.decode_apart(*bounds, threads=threads), segments))
             times = [seconds for part, _ in parts for seconds in part]
