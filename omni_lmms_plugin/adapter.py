@@ -128,7 +128,7 @@ class Qwen25OmniSafe(lmms):
             frame_indices=torch_linspace_indices,
         )
         self.max_model_len = self.planner.facts.max_model_len
-        # Preparation threads decode in parallel; the processor (not made for concurrent calls) runs one at a time.
+        # Preparation threads decode and run the processor in parallel, each with its own processor (answering.py).
 
         folder = Path(self.config.provenance_dir) if self.config.provenance_dir else default_provenance_dir()
         self.provenance = ProvenanceWriter(folder, self._rank)

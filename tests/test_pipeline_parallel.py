@@ -114,3 +114,40 @@ def test_parallel_preparation_feeds_the_model_what_the_sequential_path_does(tiny
         runs[name] = (answers, [record["input_hash"] for record in records(tmp_path / name)])
     assert runs["sequential"] == runs["parallel"] == runs["segments"]
     assert segments_used == [1] * 8 + [3] * 4  # 12 frames a video: three segments of four
+
+
+class _BarrierProcessor:
+    """Stands in for the processor: each call waits until two calls are inside at once (a module-level barrier, which
+    the per-thread copies share)."""
+
+    barrier = threading.Barrier(2, timeout=10)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, text: str) -> str:
+        self.calls += 1
+        self.barrier.wait()
+        return text
+
+
+def test_preparation_threads_run_the_processor_at_once_each_on_its_own_copy():
+    """Catches: the processor called one thread at a time (checked by hand: holding the lock around the call makes
+    the barrier time out), threads sharing one copy (the tokenizer is not made for concurrent calls), or the shared
+    processor itself being called."""
+    from omni_lmms_plugin.answering import _ProcessorPerThread
+
+    shared = _BarrierProcessor()
+    per_thread = _ProcessorPerThread(shared, threading.RLock())
+    copies: dict[str, int] = {}
+
+    def prepare(index: int) -> str:
+        result = per_thread(f"request {index}")
+        copies[threading.current_thread().name] = id(per_thread._own())
+        return result
+
+    assert [prepared.get() for _, prepared in prefetched(list(range(4)), prepare, depth=1, workers=2)] == [
+        f"request {index}" for index in range(4)
+    ]
+    assert len(set(copies.values())) == 2 and id(shared) not in copies.values()
+    assert shared.calls == 0
