@@ -21,7 +21,7 @@ def test_the_loader_benchmark_runs_and_reports_its_targets(tmp_path):
         "--cache",
         str(tmp_path),
         "--frames",
-        "16",
+        "64",
         "--workers",
         "1",
         "2",
