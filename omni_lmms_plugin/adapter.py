@@ -25,7 +25,7 @@ from lmms_eval.api.instance import GenerationResult, TokenCounts
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from . import __version__, manifest
+from . import __version__, manifest, rank_sharing
 from .answering import Answerer
 from .budget import Geometry
 from .config import NOT_IN_RESUME_KEY, AdapterConfig, resolve_attention, resolve_dtype
@@ -35,9 +35,9 @@ from .model_surgery import install_grouped_vision_encoding, install_last_positio
 from .planner import ModelFacts, Planner, flash_attn_available
 from .prefetch import prefetched
 from .provenance import ProvenanceWriter, default_provenance_dir, stable_hash
-from .request import Request, unpack_request
+from .request import Request, RequestSettings, unpack_request
 from .request_plan import torch_linspace_indices
-from .sharing import MediaGroup, group_requests
+from .sharing import MediaGroup, group_requests, media_key
 
 __all__ = ["Qwen25OmniSafe"]
 
@@ -229,6 +229,12 @@ class Qwen25OmniSafe(lmms):
             resumed += 1
             progress.update(1)
 
+        deal = self._deal_across_ranks(todo, settings, first_foreign_index=len(unpacked))
+        if deal is not None:
+            todo = deal.mine
+            progress.total = progress.n + len(todo) + len(deal.sent)
+            progress.refresh()
+        answers: dict[int, GenerationResult] = {}
         groups = group_requests(
             todo, settings, lambda request: self.planner.templated(request)[1], share=self.config.share_video_prefix
         )
@@ -246,17 +252,50 @@ class Qwen25OmniSafe(lmms):
                     self._media_log.add(request.task, record.media)
                     retries += sum(1 for attempt in record.attempts if attempt["outcome"] == "out_of_memory")
                     failures += record.status == "failed"
-                    results[request.index] = GenerationResult(
+                    answers[request.index] = GenerationResult(
                         record.answer, TokenCounts(record.tokens.get("input"), record.tokens.get("generated"))
                     )
                     progress.update(1)
                     progress.set_postfix(retries=retries, failed=failures, resumed=resumed)
                     if record.status == "failed" and self.config.on_failure == "raise":
                         raise GenerationFailedError(f"{request.task}/{request.doc_id}: {record.failure}")
+            if deal is not None:
+                for index, (text, input_tokens, generated) in self._return_answers(deal, answers).items():
+                    answers[index] = GenerationResult(text, TokenCounts(input_tokens, generated))
+                    progress.update(1)
         finally:
             progress.close()
             self._record_datasets(unpacked)
+        for index, answer in answers.items():
+            if index < len(results):
+                results[index] = answer
         return results  # type: ignore[return-value]
+
+    def _deal_across_ranks(
+        self, todo: list[Request], settings: dict[int, RequestSettings], *, first_foreign_index: int
+    ) -> rank_sharing.Deal | None:
+        """With several data-parallel ranks, each video's requests are answered on one rank (see rank_sharing);
+        the received requests' settings are parsed here. None on one rank, or with sharing off."""
+        if not (self.config.share_video_prefix and self._world_size > 1 and torch.distributed.is_initialized()):
+            return None
+        keys = {request.index: media_key(request, settings[request.index]) for request in todo}
+        deal = rank_sharing.deal_requests(
+            todo, keys, rank=self._rank, first_foreign_index=first_foreign_index, gather=_all_gather
+        )
+        for request in deal.mine:
+            if request.index in deal.foreign:
+                settings[request.index] = self.planner.settings(request)
+        return deal
+
+    def _return_answers(
+        self, deal: rank_sharing.Deal, answers: dict[int, GenerationResult]
+    ) -> dict[int, rank_sharing.Answer]:
+        """The received requests' answers sent home; this rank's own, answered elsewhere, collected."""
+        portable = {
+            index: (answer.text, answer.token_counts.input_tokens, answer.token_counts.output_tokens)
+            for index, answer in answers.items()
+        }
+        return rank_sharing.return_answers(deal, portable, rank=self._rank, gather=_all_gather)
 
     def _record_datasets(self, requests: list[Request]) -> None:
         """Write the datasets read (see :func:`manifest.dataset_entry`) and the media files read so far into the
@@ -272,6 +311,13 @@ class Qwen25OmniSafe(lmms):
     # ---------------------------------------------------------------------------------------------------------------
     # One request
     # ---------------------------------------------------------------------------------------------------------------
+
+
+def _all_gather(item: Any) -> list[Any]:
+    """Every rank's ``item``, in rank order (torch.distributed's object all-gather)."""
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, item)
+    return gathered
 
 
 def _parse_device_map(spec: str) -> str | dict[str, Any]:

@@ -63,7 +63,7 @@ class MediaGroup:
         )
 
 
-def _media_key(request: Request, settings: RequestSettings) -> str | None:
+def media_key(request: Request, settings: RequestSettings) -> str | None:
     """The group key of a request: its media (by path) and video settings; None when it cannot share (beam search
     expands the batch, which a shared cache of batch 1 does not follow)."""
     if settings.params.num_beams > 1:
@@ -101,7 +101,7 @@ def group_requests(
     groups: dict[str, list[Request]] = {}
     order: list[str | Request] = []
     for request in requests:
-        key = _media_key(request, settings[request.index]) if share else None
+        key = media_key(request, settings[request.index]) if share else None
         if key is None:
             order.append(request)
         elif key in groups:

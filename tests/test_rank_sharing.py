@@ -1,0 +1,152 @@
+"""Video-level sharing across data-parallel ranks: each video's requests answered on one rank, every request once,
+each rank given back its own answers. Simulated ranks (threads and an all-gather that pickles, as torch's does), and
+the real CLI on two ranks with ``torchrun``."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from e2e import answer_of, lmms_eval, lmms_eval_args, logged_samples, provenance
+from test_multinode import free_port
+
+from omni_lmms_plugin import rank_sharing
+from omni_lmms_plugin import synthetic_media as sm
+from omni_lmms_plugin.demo import offline_env, write_demo_task
+from omni_lmms_plugin.request import Request
+
+
+def test_owners_deal_the_largest_groups_first_to_the_least_loaded_rank():
+    deal = rank_sharing.owners([["a", "b", "a"], ["a", "c"]], base_loads=[0, 0])
+    assert deal == {"a": 0, "b": 1, "c": 1}
+    assert rank_sharing.owners([["a"], ["b"]], base_loads=[5, 0]) == {"a": 1, "b": 1}
+
+
+class _SimulatedRanks:
+    """An all-gather for ranks that are threads: each rank's object goes through pickle (as torch's all_gather_object
+    sends it), and every rank gets the list in rank order."""
+
+    def __init__(self, world: int) -> None:
+        self.barrier = threading.Barrier(world, timeout=30)
+        self.slots: list[bytes | None] = [None] * world
+
+    def gather_for(self, rank: int):
+        def gather(item):
+            self.slots[rank] = pickle.dumps(item)
+            self.barrier.wait()
+            everyone = [pickle.loads(slot) for slot in self.slots]
+            self.barrier.wait()  # all have read before the next round writes
+            return everyone
+
+        return gather
+
+
+def test_each_video_is_answered_on_one_rank_and_every_rank_gets_its_own_answers_back():
+    """4 videos x 3 questions in Video-MME's order, dealt round-robin to 3 ranks as lmms-eval deals them (each rank
+    holds one question of each video, so sharing within a rank finds nothing). Catches: a video's questions split over
+    ranks, a request answered twice or never, an answer returned to the wrong rank or index."""
+    world = 3
+    docs = [(f"/videos/{video}.mp4", f"video {video} question {q}") for video in range(4) for q in range(3)]
+    per_rank = [
+        [
+            Request(i, question, {}, doc_id, "videomme", "test", lambda _doc, path=path: [path])
+            for i, (doc_id, (path, question)) in enumerate(list(enumerate(docs))[rank::world])
+        ]
+        for rank in range(world)
+    ]
+    ranks = _SimulatedRanks(world)
+
+    def run(rank: int):
+        own = per_rank[rank]
+        keys = {request.index: request.visuals()[0] for request in own}  # the media key: the path
+        deal = rank_sharing.deal_requests(
+            own, keys, rank=rank, first_foreign_index=len(own), gather=ranks.gather_for(rank)
+        )
+        answers = {r.index: (f"answer to {r.context}", 1, 2) for r in deal.mine}
+        returned = rank_sharing.return_answers(deal, answers, rank=rank, gather=ranks.gather_for(rank))
+        mine_own = {r.index for r in deal.mine if r.index not in deal.foreign}
+        assert mine_own | set(returned) == {r.index for r in own} and not mine_own & set(returned)
+        final = {**{i: answers[i] for i in mine_own}, **returned}
+        assert {i: text for i, (text, _, _) in final.items()} == {r.index: f"answer to {r.context}" for r in own}
+        return deal
+
+    with ThreadPoolExecutor(world) as pool:
+        deals = list(pool.map(run, range(world)))
+    answered = [(r.visuals()[0], r.context) for deal in deals for r in deal.mine]
+    assert sorted(answered) == sorted(docs)  # every request once
+    for video in range(4):
+        path = f"/videos/{video}.mp4"
+        assert sum(any(r.visuals()[0] == path for r in deal.mine) for deal in deals) == 1  # one rank per video
+    assert sorted(len(deal.mine) for deal in deals) == [3, 3, 6]  # 4 groups of 3 over 3 ranks
+
+
+def test_requests_that_cannot_share_stay_on_their_rank():
+    """In-memory media (not a path) and requests without a key are answered where lmms-eval put them."""
+    ranks = _SimulatedRanks(2)
+    own = [
+        [Request(0, "q", {}, 0, "t", "test", lambda _doc: [object()]), Request(1, "q", {}, 1, "t", "test")],
+        [Request(0, "q", {}, 2, "t", "test", lambda _doc: ["/v.mp4"])],
+    ]
+    keys = [{0: "k", 1: None}, {0: "k2"}]
+
+    def run(rank: int):
+        return rank_sharing.deal_requests(
+            own[rank], keys[rank], rank=rank, first_foreign_index=10, gather=ranks.gather_for(rank)
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        deals = list(pool.map(run, range(2)))
+    assert [r.doc_id for r in deals[0].mine] == [0, 1] and not deals[0].foreign
+    assert [r.doc_id for r in deals[1].mine] == [2]
+
+
+@pytest.mark.slow
+def test_two_ranks_share_a_video_whose_questions_lmms_eval_dealt_to_both(tiny_7b, tmp_path):
+    """Two videos x two questions in Video-MME's order on two ranks (``torchrun --nproc-per-node 2``): lmms-eval
+    gives each rank one question of each video. Each video's questions are answered together on one rank (its prefix
+    shared), every sample once, with the answers of a one-process run. Catches: no exchange between ranks (checked by
+    hand: with ``_deal_across_ranks`` returning None every record ran alone and this failed), a sample answered on
+    both ranks or on none, answers returned to the wrong rank."""
+    folder = tmp_path / "task"
+    folder.mkdir()
+    for video in range(2):
+        sm.write_video(folder / f"v{video}.mp4", width=160, height=120, duration=3.0, tone_hz=300 + 100 * video)
+    docs = [
+        {"video": f"v{video}.mp4", "question": f"Video {video}, question {q}? A. yes B. no", "answer": "AB"[q]}
+        for video in range(2)
+        for q in range(2)
+    ]
+    task = write_demo_task(folder, videos=[], extra_docs=docs)
+
+    single = tmp_path / "single"
+    lmms_eval(lmms_eval_args(tiny_7b, task, single, "resume=false"), tmp_path)
+
+    distributed = tmp_path / "distributed"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+        "-m", "lmms_eval", *lmms_eval_args(tiny_7b, task, distributed, "resume=false"),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=offline_env(), capture_output=True, text=True, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0 and "Error during evaluation" not in log, log[-4000:]
+
+    records = provenance(distributed)
+    assert sorted(r["doc_id"] for r in records) == [0, 1, 2, 3]
+    for record in records:
+        assert "of 2 requests" in " ".join(record["attempts"][-1]["notes"]), record["attempts"][-1]["notes"]
+    by_video = {}
+    for path in sorted((distributed / "omni_provenance").glob("samples_rank*.jsonl")):
+        for line in path.read_text().splitlines():
+            by_video.setdefault(docs[int(json.loads(line)["doc_id"])]["video"], set()).add(path.name)
+    assert all(len(journals) == 1 for journals in by_video.values())  # each video answered on one rank
+
+    def answers(output):
+        return {s["doc_id"]: answer_of(s) for s in logged_samples(output)}
+
+    assert answers(distributed) == answers(single)
