@@ -37,7 +37,7 @@ from .prefetch import prefetched
 from .provenance import ProvenanceWriter, default_provenance_dir, stable_hash
 from .request import Request, RequestSettings, unpack_request
 from .request_plan import torch_linspace_indices
-from .sharing import MediaGroup, group_requests, media_key
+from .sharing import MediaGroup, group_requests, media_keys
 
 __all__ = ["Qwen25OmniSafe"]
 
@@ -229,15 +229,15 @@ class Qwen25OmniSafe(lmms):
             resumed += 1
             progress.update(1)
 
-        deal = self._deal_across_ranks(todo, settings, first_foreign_index=len(unpacked))
+        keys = media_keys(todo, settings, share=self.config.share_video_prefix)
+        deal = self._deal_across_ranks(todo, keys, settings, first_foreign_index=len(unpacked))
         if deal is not None:
             todo = deal.mine
+            keys.update(deal.keys)
             progress.total = progress.n + len(todo) + len(deal.sent)
             progress.refresh()
         answers: dict[int, GenerationResult] = {}
-        groups = group_requests(
-            todo, settings, lambda request: self.planner.templated(request)[1], share=self.config.share_video_prefix
-        )
+        groups = group_requests(todo, keys, settings, lambda request: self.planner.templated(request)[1])
 
         try:
             workers = self.config.preparing_at_once()
@@ -272,13 +272,17 @@ class Qwen25OmniSafe(lmms):
         return results  # type: ignore[return-value]
 
     def _deal_across_ranks(
-        self, todo: list[Request], settings: dict[int, RequestSettings], *, first_foreign_index: int
+        self,
+        todo: list[Request],
+        keys: dict[int, str | None],
+        settings: dict[int, RequestSettings],
+        *,
+        first_foreign_index: int,
     ) -> rank_sharing.Deal | None:
         """With several data-parallel ranks, each video's requests are answered on one rank (see rank_sharing);
         the received requests' settings are parsed here. None on one rank, or with sharing off."""
         if not (self.config.share_video_prefix and self._world_size > 1 and torch.distributed.is_initialized()):
             return None
-        keys = {request.index: media_key(request, settings[request.index]) for request in todo}
         deal = rank_sharing.deal_requests(
             todo, keys, rank=self._rank, first_foreign_index=first_foreign_index, gather=_all_gather
         )

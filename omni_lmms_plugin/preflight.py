@@ -37,7 +37,7 @@ from .planner import ModelFacts, Planner, flash_attn_available
 from .plots import write_preflight_plots
 from .report import distribution
 from .request import Request, RequestSettings
-from .sharing import group_requests
+from .sharing import group_requests, media_keys
 
 __all__ = ["DEFAULT_GPU_GIB", "load_planner", "run_preflight", "render_preflight"]
 
@@ -340,11 +340,12 @@ def run_preflight(
             planned_rows[request.index] = {
                 "task": request.task, "doc_id": request.doc_id, "status": "error", "error": f"ConfigError: {error}"
             }  # fmt: skip
+    valid = [r for r in requests if r.index in settings]
     groups = group_requests(
-        [r for r in requests if r.index in settings],
+        valid,
+        media_keys(valid, settings, share=config.share_video_prefix),
         settings,
         lambda request: planner.templated(request)[1],
-        share=config.share_video_prefix,
     )
     probe_times: list[tuple[float, str]] = []
     with tqdm(total=len(requests), desc="preflight", unit="sample", dynamic_ncols=True, disable=not progress) as bar:

@@ -100,11 +100,13 @@ class Deal:
     * ``mine``: the requests this rank answers: its own that stay, then the ones other ranks sent it (at indexes from
       ``first_foreign_index`` on);
     * ``foreign``: for each received request's index here, its (origin rank, index there);
+    * ``keys``: each received request's media group key, by its index here;
     * ``sent``: indexes of this rank's own requests another rank answers.
     """
 
     mine: list[Request]
     foreign: dict[int, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[int, str] = field(default_factory=dict)
     sent: list[int] = field(default_factory=list)
 
 
@@ -144,6 +146,7 @@ def deal_requests(
             else:
                 mine.append(item.request(next_index))
                 result.foreign[next_index] = (item.origin, item.index)
+                result.keys[next_index] = item.key
                 next_index += 1
     return result
 

@@ -23,7 +23,7 @@ import copy
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,16 @@ from .generation import GenerationParams, run_generate
 from .inputs import PreparedInputs, inputs_hash
 from .request import Request, RequestSettings, classify_visuals
 
-__all__ = ["MediaGroup", "PrefixCache", "group_requests", "member_inputs", "prefill", "generate_from_prefix"]
+__all__ = [
+    "MediaGroup",
+    "PrefixCache",
+    "media_key",
+    "media_keys",
+    "group_requests",
+    "member_inputs",
+    "prefill",
+    "generate_from_prefix",
+]
 
 # The tokens that close a media block in the chat template; the shared prefix ends after the last of them.
 MEDIA_END_TOKENS = ("<|vision_eos|>", "<|audio_eos|>")
@@ -83,25 +92,32 @@ def media_key(request: Request, settings: RequestSettings) -> str | None:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def media_keys(
+    requests: Sequence[Request], settings: dict[int, RequestSettings], *, share: bool
+) -> dict[int, str | None]:
+    """Each request's group key (:func:`media_key`) by ``Request.index``; all None when ``share`` is False
+    (``share_video_prefix=false``)."""
+    return {request.index: media_key(request, settings[request.index]) if share else None for request in requests}
+
+
 def group_requests(
     requests: Sequence[Request],
+    keys: Mapping[int, str | None],
     settings: dict[int, RequestSettings],
     prompt_tokens: Callable[[Request], int],
-    *,
-    share: bool,
 ) -> list[MediaGroup]:
-    """Group ``requests`` (across tasks) by media and settings, in the order of each group's first member.
+    """Group ``requests`` (across tasks) by their keys, in the order of each group's first member.
 
     Args:
         requests: the requests to run, in lmms-eval's order.
+        keys: each request's group key by ``Request.index`` (:func:`media_keys`); None (or absent) runs it alone.
         settings: each request's parsed settings, by ``Request.index``.
         prompt_tokens: a request's templated prompt length in tokens (called only for members of shared groups).
-        share: False puts every request in a group of its own (``share_video_prefix=false``).
     """
     groups: dict[str, list[Request]] = {}
     order: list[str | Request] = []
     for request in requests:
-        key = media_key(request, settings[request.index]) if share else None
+        key = keys.get(request.index)
         if key is None:
             order.append(request)
         elif key in groups:

@@ -11,7 +11,7 @@ from omni_lmms_plugin import synthetic_media as sm
 from omni_lmms_plugin.generation import run_generate
 from omni_lmms_plugin.inputs import prepare_inputs
 from omni_lmms_plugin.request import unpack_request
-from omni_lmms_plugin.sharing import group_requests
+from omni_lmms_plugin.sharing import group_requests, media_keys
 
 
 def sharpened(model):
@@ -56,7 +56,8 @@ def test_each_shared_answer_equals_the_question_run_alone_on_the_groups_plan(tin
 
     unpacked = [unpack_request(i, instance, model.task_dict) for i, instance in enumerate(instances)]
     settings = {r.index: model.planner.settings(r) for r in unpacked}
-    groups = group_requests(unpacked, settings, lambda r: model.planner.templated(r)[1], share=True)
+    keys = media_keys(unpacked, settings, share=True)
+    groups = group_requests(unpacked, keys, settings, lambda r: model.planner.templated(r)[1])
     assert [[m.index for m in g.members] for g in groups] == [[0, 2, 3], [1]]
     assert groups[0].leader.index == 2  # the longest prompt plans the media
     shared = model.answerer._prepare_group(groups[0], settings, 1.0)
@@ -141,10 +142,10 @@ def test_grouping_follows_media_and_settings_across_tasks():
         request(6, ["/v/a.mp4"], max_new_tokens=1),
     ]
     settings = {r.index: resolve_settings(r, AdapterConfig()) for r in requests}
-    groups = group_requests(requests, settings, lambda r: len(r.context), share=True)
+    groups = group_requests(requests, media_keys(requests, settings, share=True), settings, lambda r: len(r.context))
     assert [[m.index for m in g.members] for g in groups] == [[0, 1, 6], [2], [3], [4], [5]]
     assert groups[0].leader.index == 1  # prompt + max_new_tokens: 2 + 10 beats 7 + 1 (the longest prompt) and 1 + 4
-    alone = group_requests(requests, settings, lambda r: len(r.context), share=False)
+    alone = group_requests(requests, media_keys(requests, settings, share=False), settings, lambda r: len(r.context))
     assert all(not g.shared for g in alone) and len(alone) == len(requests)
 
 
