@@ -109,9 +109,10 @@ def test_requests_that_cannot_share_stay_on_their_rank():
 def test_two_ranks_share_a_video_whose_questions_lmms_eval_dealt_to_both(tiny_7b, tmp_path):
     """Two videos x two questions in Video-MME's order on two ranks (``torchrun --nproc-per-node 2``): lmms-eval
     gives each rank one question of each video. Each video's questions are answered together on one rank (its prefix
-    shared), every sample once, with the answers of a one-process run. Catches: no exchange between ranks (checked by
-    hand: with ``_deal_across_ranks`` returning None every record ran alone and this failed), a sample answered on
-    both ranks or on none, answers returned to the wrong rank."""
+    shared), every sample once, with the answers of a one-process run; a resumed run computes nothing again. Catches:
+    no exchange between ranks (checked by hand: with ``_deal_across_ranks`` returning None every record ran alone and
+    this failed), a sample answered on both ranks or on none, answers returned to the wrong rank, a resume that reads
+    only its own rank's journal (checked by hand: 6 records instead of 4)."""
     folder = tmp_path / "task"
     folder.mkdir()
     for video in range(2):
@@ -127,14 +128,18 @@ def test_two_ranks_share_a_video_whose_questions_lmms_eval_dealt_to_both(tiny_7b
     lmms_eval(lmms_eval_args(tiny_7b, task, single, "resume=false"), tmp_path)
 
     distributed = tmp_path / "distributed"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-        "-m", "lmms_eval", *lmms_eval_args(tiny_7b, task, distributed, "resume=false"),
-    ]  # fmt: skip
-    result = subprocess.run(command, cwd=tmp_path, env=offline_env(), capture_output=True, text=True, timeout=600)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0 and "Error during evaluation" not in log, log[-4000:]
+
+    def two_ranks(model_args: str) -> None:
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+            "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+            "-m", "lmms_eval", *lmms_eval_args(tiny_7b, task, distributed, model_args),
+        ]  # fmt: skip
+        result = subprocess.run(command, cwd=tmp_path, env=offline_env(), capture_output=True, text=True, timeout=600)
+        log = result.stdout + result.stderr
+        assert result.returncode == 0 and "Error during evaluation" not in log, log[-4000:]
+
+    two_ranks("resume=false")
 
     records = provenance(distributed)
     assert sorted(r["doc_id"] for r in records) == [0, 1, 2, 3]
@@ -149,4 +154,9 @@ def test_two_ranks_share_a_video_whose_questions_lmms_eval_dealt_to_both(tiny_7b
     def answers(output):
         return {s["doc_id"]: answer_of(s) for s in logged_samples(output)}
 
+    assert answers(distributed) == answers(single)
+
+    # Resumed on two ranks: each rank finds its own requests in whichever rank's journal answered them.
+    two_ranks("resume=true")
+    assert len(provenance(distributed)) == 4  # nothing computed again
     assert answers(distributed) == answers(single)
