@@ -92,13 +92,13 @@ class _Decoder:
     """Frames of one video stream with their times (seconds from the stream start), decoding forward from wherever
     the container was last positioned. Checks the deadline as it goes and counts decoded frames.
 
-    With ``keep`` (a set of packet timestamps), the decoder discards the non-reference frames (H.264/HEVC frames no
-    other frame predicts from, typically most B-frames) of every other packet: they cost decoding time and are never
+    With ``keep`` set (packet timestamps), the decoder discards the non-reference frames (H.264/HEVC frames no other
+    frame predicts from, typically most B-frames) of all packets not in it: they cost decoding time and are never
     shown, and skipping them changes no other frame's pixels."""
 
-    def __init__(self, container, stream, name: str, deadline: float, keep: frozenset[int] | None = None) -> None:
+    def __init__(self, container, stream, name: str, deadline: float) -> None:
         self.container, self.stream, self.name, self.deadline = container, stream, name, deadline
-        self.keep = keep
+        self.keep: frozenset[int] | None = None
         self.time_base = stream.time_base
         self.seconds_per_tick = float(stream.time_base)  # float arithmetic per frame; Fractions are slow
         self.origin = stream.start_time or 0
@@ -316,7 +316,7 @@ class _Span:
     """What decoding any range of a plan's targets needs: the output array (each range fills its own rows), the
     keyframe times and the stream's end from the packet scan, the mode and the deadline; in exact mode, the timestamp
     and time of the frame each target shows by the packet index (``shown_pts``/``shown_times``, None when the index
-    is incomplete), which lets the decoder skip every other non-reference frame."""
+    is incomplete), which lets the decoder skip the non-reference frames no target shows."""
 
     name: str
     plan: VideoPlan
