@@ -211,23 +211,40 @@ def test_exact_mode_skips_the_frames_no_target_shows_and_returns_the_same_pixels
     assert skipped.decoded_frames <= 0.8 * full.decoded_frames, (skipped.decoded_frames, full.decoded_frames)
 
 
-def test_exact_mode_decodes_again_when_the_packet_index_mispredicts_the_frames_shown(files, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_exact_mode_decodes_again_when_the_packet_index_mispredicts_the_frames_shown(files, workers, monkeypatch):
     """The safety net: when the frames the decoder shows are not the ones the packet index predicted (here the
-    prediction keeps the packet after each shown one), the video is decoded again without skipping, so the frames
-    are still exact. Catches: removing the check (checked by hand: targets on non-reference B-frames come back as
-    other frames, and the marker indices differ)."""
+    prediction for one target in the middle names the packet after the one it shows), the targets are decoded again,
+    in a fresh container, without skipping, so every frame is still exact. Catches: removing the check (checked by
+    hand: the mispredicted target, a non-reference B-frame, came back as another frame), and a second pass on the
+    skipping decoder, whose skip setting outlives the first pass (checked by hand: frame 40 came back for 41)."""
     path = files["bframes"]
     predict = media.video._shown_frames
+    plan = media.plan_probed_video(media.probe(path), BIG, VideoPolicy(fps=7.5))
+    victim = next(i for i, frame in enumerate(plan.frame_indices) if frame % 2 and i > len(plan.frame_indices) // 3)
 
-    def one_packet_late(index, origin, seconds_per_tick, targets):
+    def one_target_mispredicted(index, origin, seconds_per_tick, targets):
         pts, times = predict(index, origin, seconds_per_tick, targets)
-        later = np.minimum(np.searchsorted(index.pts, pts) + 1, len(index.pts) - 1)
-        return index.pts[later], times
+        pts = pts.copy()
+        pts[victim] = index.pts[np.searchsorted(index.pts, pts[victim]) + 1]
+        return pts, times
 
-    monkeypatch.setattr(media.video, "_shown_frames", one_packet_late)
-    loaded = media.load_video(path, budget=BIG, policy=VideoPolicy(fps=2.0))
+    monkeypatch.setattr(media.video, "_shown_frames", one_target_mispredicted)
+    loaded = media.load_video(path, plan, workers=workers)
     check_exact(path, loaded)
-    assert [sm.read_frame_index(frame) for frame in loaded.frames] == list(loaded.plan.frame_indices)
+    assert [sm.read_frame_index(frame) for frame in loaded.frames] == list(plan.frame_indices)
+
+
+def test_frames_are_skipped_only_where_the_codec_allows_it(tmp_path, monkeypatch):
+    """Only H.264 skips: other decoders decode every frame (HEVC's NONREF also drops pictures that higher temporal
+    layers predict from; libdav1d reads the skip setting only when it opens). Catches: skipping enabled for every
+    codec (checked by hand: this HEVC clip, which has non-reference frames, then decoded fewer frames)."""
+    path = sm.write_video(tmp_path / "hevc.mp4", duration=4.0, gop=30, audio=False, video_codec="libx265")
+    plan = media.plan_probed_video(media.probe(path), BIG, VideoPolicy(fps=2.0))
+    loaded = media.load_video(path, plan)
+    check_exact(path, loaded)
+    _without_frame_skipping(monkeypatch)
+    assert loaded.decoded_frames == media.load_video(path, plan).decoded_frames
 
 
 def test_one_frame_video(files):

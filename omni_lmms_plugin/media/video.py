@@ -45,6 +45,11 @@ _SEEK_MIN_SKIP_FRAMES = 8
 # A target past the last decoded frame still maps to it if it lies within this many seconds after the frame ends
 # (container and stream durations differ slightly); beyond it the file is short of what it claims (truncated).
 _END_TOLERANCE_SECONDS = 0.5
+# Codecs whose decoder may skip non-reference frames, switched per packet. Only H.264: there a non-reference frame
+# (nal_ref_idc 0) is never predicted from and FFmpeg reads skip_frame for every packet. HEVC's NONREF also drops
+# sub-layer non-reference pictures, which higher temporal layers may predict from; libdav1d (AV1) reads skip_frame
+# only when the decoder opens.
+_SKIPPING_CODECS = frozenset({"h264"})
 # A segment of a video decoded in parallel holds at least this many targets: each segment opens the file again and
 # may decode up to a GOP before its first target.
 _MIN_SEGMENT_TARGETS = 4
@@ -92,9 +97,9 @@ class _Decoder:
     """Frames of one video stream with their times (seconds from the stream start), decoding forward from wherever
     the container was last positioned. Checks the deadline as it goes and counts decoded frames.
 
-    With ``keep`` set (packet timestamps), the decoder discards the non-reference frames (H.264/HEVC frames no other
-    frame predicts from, typically most B-frames) of all packets not in it: they cost decoding time and are never
-    shown, and skipping them changes no other frame's pixels."""
+    With ``keep`` set (packet timestamps), the decoder discards the non-reference frames of all packets not in it:
+    H.264 frames with ``nal_ref_idc == 0`` (typically most B-frames), which no other frame predicts from, so skipping
+    them changes no returned pixel. Only for codecs in ``_SKIPPING_CODECS``."""
 
     def __init__(self, container, stream, name: str, deadline: float) -> None:
         self.container, self.stream, self.name, self.deadline = container, stream, name, deadline
@@ -127,7 +132,7 @@ class _Decoder:
                     self.check_deadline()
                 if self.keep is not None and packet.size:
                     wanted = "DEFAULT" if packet.pts in self.keep else "NONREF"
-                    if wanted != skipping:  # read per packet by the decoder (and by each frame thread on submit)
+                    if wanted != skipping:  # H.264 reads it per packet (each frame thread on submit)
                         context.skip_frame = skipping = wanted
                 for frame in packet.decode():
                     self.decoded += 1
@@ -328,8 +333,9 @@ class _Span:
     shown_pts: np.ndarray | None = None
     shown_times: np.ndarray | None = None
 
-    def decode(self, decoder: _Decoder, start: int, stop: int) -> list[float]:
-        """Decode targets ``[start, stop)`` into ``frames[start:stop]`` with ``decoder``; returns their times."""
+    def decode(self, decoder: _Decoder, start: int, stop: int, *, skip: bool = True) -> list[float]:
+        """Decode targets ``[start, stop)`` into ``frames[start:stop]`` with ``decoder``; returns their times.
+        ``skip=False`` decodes every frame on the way (no frame skipping)."""
         stream, plan, frames = decoder.stream, self.plan, self.frames
         targets = tuple(plan.frame_times[start:stop])
 
@@ -352,27 +358,28 @@ class _Span:
         if self.seek_mode == "keyframe":
             return _decode_keyframes(decoder, targets, self.keys or [], store, self.end)
         aimed = _aimed_times(plan)[start:stop]
-        if self.shown_pts is None:
+        if not skip or self.shown_pts is None or stream.codec_context.name not in _SKIPPING_CODECS:
             return _decode_exact(decoder, aimed, self.keys, store)
         decoder.keep = frozenset(self.shown_pts[start:stop].tolist())
         times = _decode_exact(decoder, aimed, self.keys, store)
         if np.allclose(times, self.shown_times[start:stop], rtol=0, atol=1e-9):
             return times
         # The decoder showed other frames than the packet index predicted (it dropped or re-timed a kept packet's
-        # frame), so a skipped frame may have been the one on screen: decode again, skipping nothing.
+        # frame), so a skipped frame may have been the one on screen: decode again, skipping nothing, in a fresh
+        # container (the skipping decoder is not trusted again).
         logger.debug("%s: frames differ from the packet index; decoding again without frame skipping", self.name)
-        decoder.keep = None
-        decoder.seek(0.0)
-        return _decode_exact(decoder, aimed, self.keys, store)
+        again, decoded = self.decode_apart(start, stop, threads=stream.thread_count, skip=False)
+        decoder.decoded += decoded
+        return again
 
-    def decode_apart(self, start: int, stop: int, *, threads: int) -> tuple[list[float], int]:
+    def decode_apart(self, start: int, stop: int, *, threads: int, skip: bool = True) -> tuple[list[float], int]:
         """:meth:`decode` in a container of its own, its decoder limited to ``threads`` threads; returns the times
         and the number of frames decoded."""
         with open_container(self.name) as container:
             stream = container.streams.video[0]
             stream.thread_count = threads
             decoder = _Decoder(container, stream, self.name, self.deadline)
-            return self.decode(decoder, start, stop), decoder.decoded
+            return self.decode(decoder, start, stop, skip=skip), decoder.decoded
 
 
 def load_video(
@@ -392,20 +399,20 @@ def load_video(
     ``pts <= t + 0.5 / source_fps``: for a constant-rate file, frame ``plan.frame_indices[i]`` itself, even where the
     container rounded its timestamps; for a variable-rate file, the frame nearest ``t``), decoding forward for dense targets
     and seeking to the keyframe before a target when that skips frames, so it never decodes more than plain sequential
-    decoding. The packet index (demuxed first, never decoded) says which packet each target shows; the decoder
-    discards the non-reference frames of all other packets (most B-frames: no frame predicts from them, so no
-    returned pixel changes), and if the frames shown still differ from the index's prediction the video is decoded
-    again without skipping. ``seek_mode="keyframe"``: for each planned time, the nearest keyframe (from the packet index, no
+    decoding. The packet index (demuxed first, never decoded) says which packet each target shows; for H.264 the
+    decoder discards the non-reference frames of all other packets (most B-frames: no frame predicts from them, so no
+    returned pixel changes), and if the frames shown still differ from the index's prediction the targets are decoded
+    again, in a fresh container, without skipping. ``seek_mode="keyframe"``: for each planned time, the nearest keyframe (from the packet index, no
     decoding), one frame per keyframe; faster, deterministic, and the real times are returned. Kept frames are resized
     once, in C, with swscale's bicubic filter to exactly ``plan.height x plan.width`` after turning them upright (the
     display matrix, or the legacy ``rotate`` tag); memory holds only the kept frames.
 
     ``workers > 1`` splits the targets into that many contiguous segments (at least ``_MIN_SEGMENT_TARGETS`` targets
     each), decoded concurrently in threads, each with its own container and decoder seeking to the keyframe before
-    its first target; the frames and times are the same as with one worker. The ``DECODER_THREADS`` decoding threads
-    are shared out among the segments. Memory: the kept frames (one array, ``frames x height x width x 3`` bytes)
-    plus, per segment, one decoder's working set (its reference frames and frame-threading queue, a few frames at the
-    source resolution), and the packet index (8 bytes a packet).
+    its first target; the frames and times are the same as with one worker. Each segment's decoder has
+    ``DECODER_THREADS // workers`` threads, at least one. Memory: the kept frames (one array, ``frames x height x
+    width x 3`` bytes) plus, per segment, one decoder's working set (its reference frames and frame-threading queue,
+    a few frames at the source resolution), and the packet index (about 40 bytes a packet while scanning, 8 after).
 
     Raises :class:`MediaError` (naming the file) for missing, empty, truncated, unreadable or undecodable files, a file
     without a video stream, or fewer frames than planned; :class:`DecodeTimeoutError` when decoding runs past
@@ -414,7 +421,7 @@ def load_video(
     if seek_mode not in SEEK_MODES:
         raise ConfigError(f"Invalid seek mode ({seek_mode!r}). Supported values are {', '.join(SEEK_MODES)}.")
     if workers < 1:
-        raise ConfigError(f"workers={workers} must be at least 1 (decoding threads for one video)")
+        raise ConfigError(f"workers={workers} must be at least 1 (segments of one video decoded at once)")
     if not decode_timeout > 0:
         raise ConfigError(f"decode_timeout={decode_timeout} must be a positive number of seconds")
     started = time.monotonic()
@@ -463,7 +470,7 @@ def load_video(
             decoded = decoder.decoded
         else:
             # One container and decoder per segment, each in a thread: PyAV releases the GIL while FFmpeg decodes and
-            # swscale converts, so the segments decode in parallel. The decoder threads are shared out among them.
+            # swscale converts, so the segments decode in parallel. DECODER_THREADS bounds their threads together.
             threads = max(1, DECODER_THREADS // len(segments))
             with ThreadPoolExecutor(max_workers=len(segments), thread_name_prefix="omni-decode") as pool:
                 parts = list(pool.map(lambda bounds: span.decode_apart(*bounds, threads=threads), segments))
