@@ -13,9 +13,11 @@ provenance record is written per request as soon as its group ends, and the answ
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,13 @@ class Qwen25OmniSafe(lmms):
         from accelerate import Accelerator
 
         self.config = AdapterConfig.from_model_args(model_args)
+        if self.config.share_across_ranks and _response_cache_on():
+            logger.warning(
+                "lmms-eval's --use_cache is on: each rank answers the requests lmms-eval gave it "
+                "(share_across_ranks=false), as a rank whose requests all hit the cache never calls the model"
+            )
+            self.config = dataclasses.replace(self.config, share_across_ranks=False)
+        self._exchanges = 0  # generate_until calls that exchanged requests across ranks (each rank counts its own)
         if (
             torch.cuda.is_available()
             and torch.cuda.is_initialized()
@@ -245,20 +254,25 @@ class Qwen25OmniSafe(lmms):
             def prepare(group: MediaGroup) -> Any:
                 return self.answerer.prepare(group, settings)
 
-            for group, prepared in prefetched(groups, prepare, self.config.prefetch, workers):
-                records = self.answerer.answer(group, settings, prepared)
-                for request, record in zip(group.members, records, strict=True):
-                    self.provenance.write(record)
-                    self._media_log.add(request.task, record.media)
-                    retries += sum(1 for attempt in record.attempts if attempt["outcome"] == "out_of_memory")
-                    failures += record.status == "failed"
-                    answers[request.index] = GenerationResult(
-                        record.answer, TokenCounts(record.tokens.get("input"), record.tokens.get("generated"))
-                    )
-                    progress.update(1)
-                    progress.set_postfix(retries=retries, failed=failures, resumed=resumed)
-                    if record.status == "failed" and self.config.on_failure == "raise":
-                        raise GenerationFailedError(f"{request.task}/{request.doc_id}: {record.failure}")
+            try:
+                for group, prepared in prefetched(groups, prepare, self.config.prefetch, workers):
+                    records = self.answerer.answer(group, settings, prepared)
+                    for request, record in zip(group.members, records, strict=True):
+                        self.provenance.write(record)
+                        self._media_log.add(request.task, record.media)
+                        retries += sum(1 for attempt in record.attempts if attempt["outcome"] == "out_of_memory")
+                        failures += record.status == "failed"
+                        answers[request.index] = GenerationResult(
+                            record.answer, TokenCounts(record.tokens.get("input"), record.tokens.get("generated"))
+                        )
+                        progress.update(1)
+                        progress.set_postfix(retries=retries, failed=failures, resumed=resumed)
+                        if record.status == "failed" and self.config.on_failure == "raise":
+                            raise GenerationFailedError(f"{request.task}/{request.doc_id}: {record.failure}")
+            except BaseException as error:
+                if deal is not None:  # the other ranks wait for this rank's answers: tell them it failed, then raise
+                    self._return_answers(deal, answers, failure=f"{type(error).__name__}: {error}")
+                raise
             if deal is not None:
                 for index, (text, input_tokens, generated) in self._return_answers(deal, answers).items():
                     answers[index] = GenerationResult(text, TokenCounts(input_tokens, generated))
@@ -281,10 +295,21 @@ class Qwen25OmniSafe(lmms):
     ) -> rank_sharing.Deal | None:
         """With several data-parallel ranks, each video's requests are answered on one rank (see rank_sharing);
         the received requests' settings are parsed here. None on one rank, or with sharing off."""
-        if not (self.config.share_video_prefix and self._world_size > 1 and torch.distributed.is_initialized()):
+        if not (
+            self.config.share_video_prefix
+            and self.config.share_across_ranks
+            and self._world_size > 1
+            and torch.distributed.is_initialized()
+        ):
             return None
+        self._exchanges += 1
         deal = rank_sharing.deal_requests(
-            todo, keys, rank=self._rank, first_foreign_index=first_foreign_index, gather=_all_gather
+            todo,
+            keys,
+            rank=self._rank,
+            first_foreign_index=first_foreign_index,
+            gather=_all_gather,
+            call=self._exchanges,
         )
         for request in deal.mine:
             if request.index in deal.foreign:
@@ -292,14 +317,17 @@ class Qwen25OmniSafe(lmms):
         return deal
 
     def _return_answers(
-        self, deal: rank_sharing.Deal, answers: dict[int, GenerationResult]
+        self, deal: rank_sharing.Deal, answers: dict[int, GenerationResult], failure: str | None = None
     ) -> dict[int, rank_sharing.Answer]:
-        """The received requests' answers sent home; this rank's own, answered elsewhere, collected."""
+        """The received requests' answers sent home; this rank's own, answered elsewhere, collected. ``failure``: this
+        rank failed (the others are told, and raise)."""
         portable = {
             index: (answer.text, answer.token_counts.input_tokens, answer.token_counts.output_tokens)
             for index, answer in answers.items()
         }
-        return rank_sharing.return_answers(deal, portable, rank=self._rank, gather=_all_gather)
+        return rank_sharing.return_answers(
+            deal, portable, rank=self._rank, gather=_all_gather, call=self._exchanges, failure=failure
+        )
 
     def _record_datasets(self, requests: list[Request]) -> None:
         """Write the datasets read (see :func:`manifest.dataset_entry`) and the media files read so far into the
@@ -315,6 +343,12 @@ class Qwen25OmniSafe(lmms):
     # ---------------------------------------------------------------------------------------------------------------
     # One request
     # ---------------------------------------------------------------------------------------------------------------
+
+
+def _response_cache_on(argv: list[str] | None = None) -> bool:
+    """Whether the command line that started the run turned on lmms-eval's response cache (``--use_cache``); the
+    model is not told."""
+    return any(arg == "--use_cache" or arg.startswith("--use_cache=") for arg in (sys.argv if argv is None else argv))
 
 
 def _all_gather(item: Any) -> list[Any]:

@@ -95,7 +95,10 @@ class AdapterConfig:
     prefetch: int = 1
     # Requests showing the same media with the same settings are planned, decoded, encoded and prefilled once.
     share_video_prefix: bool = True
-    # Threads preparing requests ahead of the model (None: half the machine's cores, 1 to 8); see prefetch.py.
+    # With several data-parallel ranks, each video's requests are answered on one rank (rank_sharing.py). Off by
+    # itself when lmms-eval's --use_cache is on: a rank whose requests all hit the cache never calls the model.
+    share_across_ranks: bool = True
+    # Threads preparing requests ahead of the model (None: half the rank's cores, 1 to 8); see prefetch.py.
     prefetch_workers: int | None = None
     # Segments one video's frames are decoded in at once (None: the cores shared out among the preparation threads).
     decode_workers: int | None = None
@@ -127,7 +130,7 @@ class AdapterConfig:
         if self.prefetch_workers is not None and self.prefetch_workers < 1:
             raise ConfigError(
                 f"prefetch_workers={self.prefetch_workers} must be at least 1 (threads preparing requests; "
-                "omit it for half the machine's cores)"
+                "omit it for half the rank's cores)"
             )
         if self.decode_workers is not None and self.decode_workers < 1:
             raise ConfigError(
@@ -173,7 +176,7 @@ class AdapterConfig:
         return VideoPolicy(**fields_, frame_floor=max(self.frame_floor, fields_["min_frames"]))
 
     def preparing_at_once(self) -> int:
-        """Requests prepared at once: ``prefetch_workers`` (default: half the cores, 1 to 8), one with prefetch off."""
+        """Requests prepared at once: ``prefetch_workers`` (default: half the rank's cores, 1 to 8), one with prefetch off."""
         if self.prefetch == 0:
             return 1
         return self.prefetch_workers or default_workers()

@@ -17,25 +17,39 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-__all__ = ["Prepared", "prefetched", "default_workers", "default_decode_workers", "MAX_DEFAULT_WORKERS"]
+__all__ = [
+    "Prepared",
+    "prefetched",
+    "cores_of_this_rank",
+    "default_workers",
+    "default_decode_workers",
+    "MAX_DEFAULT_WORKERS",
+]
 
 R = TypeVar("R")
 P = TypeVar("P")
 
-# The default number of preparation threads is half the machine's cores, at most this many: every thread in flight
+# The default number of preparation threads is half the rank's cores, at most this many: every thread in flight
 # holds one request's decoded frames and processor output in host memory.
 MAX_DEFAULT_WORKERS = 8
 
 
+def cores_of_this_rank() -> int:
+    """The cores this process may run on (its CPU affinity, which a job scheduler or container sets), shared out among
+    the ranks on this machine (``LOCAL_WORLD_SIZE``, set by torchrun and accelerate); at least 1."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, usable // max(int(os.environ.get("LOCAL_WORLD_SIZE", 1)), 1))
+
+
 def default_workers(cores: int | None = None) -> int:
-    """Preparation threads for a machine with ``cores`` cores (default: this one's): half of them, 1 to 8."""
-    return max(1, min(MAX_DEFAULT_WORKERS, (cores or os.cpu_count() or 1) // 2))
+    """Preparation threads for ``cores`` cores (default: this rank's): half of them, 1 to 8."""
+    return max(1, min(MAX_DEFAULT_WORKERS, (cores or cores_of_this_rank()) // 2))
 
 
 def default_decode_workers(preparing: int, cores: int | None = None) -> int:
     """Segments each video is decoded in when ``preparing`` requests are prepared at once: the cores (default: this
-    machine's) shared out among them, so that every core decodes (at least 1)."""
-    return max(1, (cores or os.cpu_count() or 1) // max(preparing, 1))
+    rank's) shared out among them, so that every core decodes (at least 1)."""
+    return max(1, (cores or cores_of_this_rank()) // max(preparing, 1))
 
 
 class Prepared(Generic[P]):

@@ -8,6 +8,9 @@ Afterwards they exchange the answers, so each rank returns its own requests' ans
 
 Every rank computes the same deal from the same gathered offers (:func:`owners` is pure and deterministic). No torch:
 the collective (``gather``: each rank's object in, the list of every rank's objects out, in rank order) is passed in.
+Both exchanges are collectives: every rank must reach them, the same number of times. Each gathered item carries its
+exchange's tag (which exchange, which ``generate_until`` call), so ranks out of step raise instead of mixing payloads;
+a rank that fails while answering still joins the second exchange, and every rank then raises.
 """
 
 from __future__ import annotations
@@ -110,6 +113,18 @@ class Deal:
     sent: list[int] = field(default_factory=list)
 
 
+def _in_step(gather: Gather, tag: tuple[str, int], item: Any) -> list[Any]:
+    """``gather`` of ``item``, checking that every rank sent it from the same exchange (``tag``)."""
+    everyone = gather((tag, item))
+    tags = [their_tag for their_tag, _ in everyone]
+    if any(their_tag != tag for their_tag in tags):
+        raise RuntimeError(
+            f"data-parallel ranks are out of step in the request exchange (each rank's step: {tags}); run with "
+            "share_across_ranks=false"
+        )
+    return [payload for _, payload in everyone]
+
+
 def deal_requests(
     requests: Sequence[Request],
     keys: Mapping[int, str | None],
@@ -117,9 +132,11 @@ def deal_requests(
     rank: int,
     first_foreign_index: int,
     gather: Gather,
+    call: int = 0,
 ) -> Deal:
     """Exchange the shareable ``requests`` (those with a key in ``keys`` and portable media) with the other ranks and
-    return what this rank answers. A collective: every rank must call it, with or without requests."""
+    return what this rank answers. A collective: every rank must call it, with or without requests; ``call`` counts
+    the calls (every rank's must match)."""
     offered: list[Shipped] = []
     kept: list[Request] = []
     for request in requests:
@@ -129,7 +146,7 @@ def deal_requests(
             offered.append(Shipped.of(request, key, rank))
         else:
             kept.append(request)
-    everyone: list[tuple[list[Shipped], int]] = gather((offered, len(kept)))
+    everyone: list[tuple[list[Shipped], int]] = _in_step(gather, ("deal", call), (offered, len(kept)))
     deal = owners([[item.key for item in items] for items, _ in everyone], [count for _, count in everyone])
     mine = list(kept)
     result = Deal(mine)
@@ -151,12 +168,28 @@ def deal_requests(
     return result
 
 
-def return_answers(deal: Deal, answers: Mapping[int, Answer], *, rank: int, gather: Gather) -> dict[int, Answer]:
+def return_answers(
+    deal: Deal,
+    answers: Mapping[int, Answer],
+    *,
+    rank: int,
+    gather: Gather,
+    call: int = 0,
+    failure: str | None = None,
+) -> dict[int, Answer]:
     """Send the answers of received requests home and collect this rank's own from the others: the answers of
-    ``deal.sent``, by index. A collective: every rank must call it."""
+    ``deal.sent``, by index. A collective: every rank must call it, a rank that failed too (``failure`` says why; it
+    gets nothing back and raises its own error); when another rank failed, this one raises."""
     outgoing = {deal.foreign[index]: answer for index, answer in answers.items() if index in deal.foreign}
+    everyone: list[tuple[dict, str | None]] = _in_step(gather, ("answers", call), (outgoing, failure))
+    failed = [(other, reason) for other, (_, reason) in enumerate(everyone) if reason is not None and other != rank]
+    if failure is not None:
+        return {}
+    if failed:
+        other, reason = failed[0]
+        raise RuntimeError(f"rank {other} failed while answering requests dealt to it ({reason})")
     returned: dict[int, Answer] = {}
-    for batch in gather(outgoing):
+    for batch, _ in everyone:
         for (origin, index), answer in batch.items():
             if origin == rank:
                 returned[index] = answer

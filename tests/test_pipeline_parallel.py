@@ -70,8 +70,10 @@ def test_prefetch_workers_prepare_at_once_in_order_and_bounded():
 
 def test_every_core_decodes_by_default(monkeypatch):
     """The cores are shared out among the requests prepared at once: each video is decoded in that many segments.
-    Catches: a default that leaves cores idle (one segment per video) or oversubscribes them."""
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    Catches: a default that leaves cores idle (one segment per video) or oversubscribes them: more threads than the
+    process may run on, or every rank of a machine counting all its cores (found in review)."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert AdapterConfig().preparing_at_once() == 8  # half the cores
     assert AdapterConfig().video_decode_workers() == 2
     assert AdapterConfig(prefetch_workers=3).video_decode_workers() == 5
@@ -79,6 +81,10 @@ def test_every_core_decodes_by_default(monkeypatch):
     assert AdapterConfig(decode_workers=4).video_decode_workers() == 4
     with pytest.raises(ConfigError, match=r"decode_workers=0 must be at least 1"):
         AdapterConfig(decode_workers=0)
+    # 8 ranks on a 128-core machine: 16 cores each, as above.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(128)))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert AdapterConfig().preparing_at_once() == 8 and AdapterConfig().video_decode_workers() == 2
 
 
 def test_parallel_preparation_feeds_the_model_what_the_sequential_path_does(tiny_7b, tmp_path, monkeypatch):

@@ -105,6 +105,56 @@ def test_requests_that_cannot_share_stay_on_their_rank():
     assert [r.doc_id for r in deals[1].mine] == [2]
 
 
+def test_ranks_out_of_step_raise_instead_of_mixing_payloads():
+    """One rank in the deal while the other returns answers (as when lmms-eval calls the model on one rank only):
+    both raise. Catches: gathers without their exchange's tag (the deal would read answers as offers)."""
+    ranks = _SimulatedRanks(2)
+
+    def run(rank: int):
+        gather = ranks.gather_for(rank)
+        if rank == 0:
+            return rank_sharing.deal_requests([], {}, rank=0, first_foreign_index=0, gather=gather, call=2)
+        return rank_sharing.return_answers(rank_sharing.Deal([]), {}, rank=1, gather=gather, call=1)
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(run, rank) for rank in range(2)]
+        for future in futures:
+            with pytest.raises(RuntimeError, match="out of step"):
+                future.result()
+
+
+def test_a_rank_that_fails_while_answering_makes_every_rank_raise():
+    """A rank whose answering raised still joins the answer exchange, so the others raise too instead of waiting for
+    answers that never come. Catches: the failing rank skipping the exchange (the others would hang: here the
+    barrier times out), or the others returning without the answers it held."""
+    ranks = _SimulatedRanks(2)
+    deals = [rank_sharing.Deal([], sent=[0]), rank_sharing.Deal([], foreign={5: (0, 0)})]
+
+    def run(rank: int):
+        failure = "GenerationFailedError: doc 3" if rank == 1 else None
+        return rank_sharing.return_answers(deals[rank], {}, rank=rank, gather=ranks.gather_for(rank), failure=failure)
+
+    with ThreadPoolExecutor(2) as pool:
+        healthy, failed = pool.submit(run, 0), pool.submit(run, 1)
+        with pytest.raises(RuntimeError, match=r"rank 1 failed while answering .*doc 3"):
+            healthy.result()
+        assert failed.result() == {}
+
+
+def test_lmms_eval_response_cache_turns_the_exchange_off(tiny_7b, tmp_path, monkeypatch):
+    """With ``--use_cache`` a rank whose requests all hit lmms-eval's cache never calls the model, so the ranks would
+    not meet in the exchange. Catches: the command line not read (share_across_ranks stays on)."""
+    from test_adapter import make_model
+
+    from omni_lmms_plugin.adapter import _response_cache_on
+
+    assert _response_cache_on(["lmms_eval", "--use_cache", "/tmp/cache"])
+    assert _response_cache_on(["lmms_eval", "--use_cache=/tmp/cache"])
+    assert not _response_cache_on(["lmms_eval", "--tasks", "omni_demo"])
+    monkeypatch.setattr(sys, "argv", ["lmms_eval", "--use_cache", str(tmp_path / "cache")])
+    assert make_model(tiny_7b, tmp_path).config.share_across_ranks is False
+
+
 @pytest.mark.slow
 def test_two_ranks_share_a_video_whose_questions_lmms_eval_dealt_to_both(tiny_7b, tmp_path):
     """Two videos x two questions in Video-MME's order on two ranks (``torchrun --nproc-per-node 2``): lmms-eval
@@ -160,3 +210,8 @@ def test_two_ranks_share_a_video_whose_questions_lmms_eval_dealt_to_both(tiny_7b
     two_ranks("resume=true")
     assert len(provenance(distributed)) == 4  # nothing computed again
     assert answers(distributed) == answers(single)
+
+    # share_across_ranks=false: each rank answers what lmms-eval gave it, nothing shared (one question per video).
+    distributed = tmp_path / "apart"
+    two_ranks("resume=false,share_across_ranks=false")
+    assert not any("prefix shared" in " ".join(r["attempts"][-1]["notes"]) for r in provenance(distributed))
