@@ -82,8 +82,8 @@ class _Generated:
 
 
 class _ProcessorPerThread:
-    """The processor as each thread that prepares requests calls it: a copy of its own, made under ``lock`` (the
-    planner's, which guards the shared processor) on the thread's first call. The tokenizer is not made for
+    """The processor as each thread that prepares requests calls it: a copy of its own, made on the thread's first
+    call while holding ``lock`` (the planner's, held while planning runs the shared processor's tokenizer). The tokenizer is not made for
     concurrent calls, but most of a processor call is video and audio feature work (measured: 0.70 of 0.75 s for a
     32k-token sample of a 10-minute video), which this way runs on several threads at once instead of one at a time.
     Costs one processor (mostly its tokenizer's vocabulary) per preparation thread."""
