@@ -67,6 +67,7 @@ _CONTAINERS: dict[str, tuple[str, str]] = {
     ".mov": ("libx264", "aac"),
     ".mkv": ("libx264", "aac"),
     ".webm": ("libvpx", "libopus"),
+    ".avi": ("mpeg4", "libmp3lame"),
 }
 _AUDIO_CODECS: dict[str, str] = {
     ".wav": "pcm_s16le",
@@ -284,10 +285,10 @@ def write_video(
 ) -> Path:
     """Write a ``duration``-second video of ``round(duration * fps)`` frames (at least one) and return its path.
 
-    The container follows the suffix: ``.mp4``/``.m4v``/``.mov`` and ``.mkv`` hold H.264 + AAC, ``.webm`` VP8 + Opus
-    (``video_codec``/``audio_codec`` override). ``gop`` is the keyframe interval in frames (default ``2 * fps``, fixed:
+    The container follows the suffix: ``.mp4``/``.m4v``/``.mov`` and ``.mkv`` hold H.264 + AAC, ``.webm`` VP8 + Opus,
+    ``.avi`` MPEG-4 Part 2 + MP3 (``video_codec``/``audio_codec`` override). ``gop`` is the keyframe interval in frames (default ``2 * fps``, fixed:
     no scene-cut keyframes). ``vfr`` gives frames irregular durations (see :func:`frame_schedule`). ``bframes`` > 0
-    makes H.264 reorder frames (decode order differs from presentation order). ``encoding`` is ``"fast"`` (flat
+    makes H.264 (and MPEG-4 Part 2) reorder frames (decode order differs from presentation order). ``encoding`` is ``"fast"`` (flat
     content, x264 ``ultrafast``) or ``"realistic"`` (textured content, x264 ``veryfast``; see the module docstring).
     Audio covers the whole duration.
     """
@@ -323,6 +324,7 @@ def write_video(
             stream.options = {"deadline": "realtime", "cpu-used": "8", "g": str(gop), "keyint_min": str(gop), "b": "1M"}
         else:
             stream.codec_context.gop_size = gop
+            stream.codec_context.max_b_frames = bframes
         time_base = _VFR_TIME_BASE if vfr else Fraction(1) / rate
         stream.codec_context.time_base = time_base
         stream.time_base = time_base

@@ -247,6 +247,19 @@ def test_frames_are_skipped_only_where_the_codec_allows_it(tmp_path, monkeypatch
     assert loaded.decoded_frames == media.load_video(path, plan).decoded_frames
 
 
+def test_time_zero_is_the_first_frame_shown_when_the_timestamps_carry_the_decoder_delay(tmp_path):
+    """An AVI of MPEG-4 with B-frames stores the decoder's delay in its timestamps (its first frame is at 3 ticks while
+    the stream starts at 0): frame i of the plan is still the i-th frame shown. Catches: time zero taken from the
+    stream's start time (found in review; checked by hand: each target came back 3 frames early)."""
+    path = sm.write_video(tmp_path / "delay.avi", duration=3.0, gop=30, bframes=2)
+    shown = [index for _, index in reference(path)]
+    plan = media.plan_probed_video(media.probe(path), BIG, VideoPolicy(fps=2.0))
+    loaded = media.load_video(path, plan)
+    # The header counts 92 frames for the 90 shown: a planned index past the last maps to the last frame.
+    assert [sm.read_frame_index(f) for f in loaded.frames] == [min(i, shown[-1]) for i in plan.frame_indices]
+    assert loaded.audio is not None
+
+
 def test_one_frame_video(files):
     loaded = media.load_video(files["one"], budget=BIG)
     assert loaded.plan.frames == 1 and loaded.frames.shape[0] == 1

@@ -53,13 +53,17 @@ def seconds_of(value: int | None, time_base: Fraction | None) -> float | None:
 class PacketIndex:
     """What demuxing (never decoding) every packet of a stream tells.
 
-    * ``keys``: keyframe times, ascending (seconds from the stream's start);
-    * ``pts``: the presentation timestamps (``time_base`` ticks) of every packet, ascending, or None when some packet
-      has none (then which packet shows which frame is unknown);
-    * ``first`` / ``end``: where the packets start and end (seconds; None without packets);
+    * ``origin``: time zero of the video (``time_base`` ticks): the stream's start time, or the first shown frame's
+      timestamp where that lies later (AVI stores the decoder's B-frame delay in its timestamps: its first frame is
+      at one tick while the stream starts at zero);
+    * ``keys``: keyframe times, ascending (seconds from ``origin``);
+    * ``pts``: the presentation timestamps (ticks) of every packet, ascending, or None when some packet has none (then
+      which packet shows which frame is unknown);
+    * ``first`` / ``end``: where the packets start and end (seconds from ``origin``; None without packets);
     * ``count``: packets with a timestamp.
     """
 
+    origin: int
     keys: list[float]
     pts: np.ndarray | None
     first: float | None
@@ -70,11 +74,11 @@ class PacketIndex:
 def scan_packets(container, stream, name: str, deadline: float | None = None) -> PacketIndex:
     """Demux (never decode) every packet of ``stream`` and index them."""
     seconds_per_tick = float(stream.time_base)
-    origin = stream.start_time or 0
-    keys: list[float] = []
+    keys: list[int] = []
     stamps: list[int] = []
+    shown: list[int] = []  # timestamps of the packets the decoder shows (not marked discard, as edit lists mark)
     complete = True
-    first = end = None
+    end = None
     try:
         for packet in container.demux(stream):
             if packet.pts is None:
@@ -83,17 +87,27 @@ def scan_packets(container, stream, name: str, deadline: float | None = None) ->
             stamps.append(packet.pts)
             if deadline is not None and len(stamps) % (DEADLINE_EVERY * 16) == 0 and time.monotonic() > deadline:
                 raise DecodeTimeoutError(name, "scanning packets took longer than decode_timeout")
-            start = (packet.pts - origin) * seconds_per_tick
-            stop = start + (packet.duration or 0) * seconds_per_tick
-            first = start if first is None else min(first, start)
+            stop = packet.pts + (packet.duration or 0)
             end = stop if end is None else max(end, stop)
+            if not packet.is_discard:
+                shown.append(packet.pts)
             if packet.is_keyframe:
-                keys.append(start)
+                keys.append(packet.pts)
     except av.FFmpegError as exc:
         if not stamps:
             raise MediaError(name, f"cannot demux packets: {exc}") from exc
         logger.debug("%s: packet scan stopped early: %s", name, exc)
         complete = False
-    keys.sort()
-    pts = np.sort(np.asarray(stamps, dtype=np.int64)) if complete else None
-    return PacketIndex(keys=keys, pts=pts, first=first, end=end, count=len(stamps))
+    origin = max(stream.start_time or 0, min(shown)) if shown else stream.start_time or 0
+
+    def seconds(ticks: int) -> float:
+        return (ticks - origin) * seconds_per_tick
+
+    return PacketIndex(
+        origin=origin,
+        keys=sorted(seconds(key) for key in keys),
+        pts=np.sort(np.asarray(stamps, dtype=np.int64)) if complete else None,
+        first=seconds(min(stamps)) if stamps else None,
+        end=seconds(end) if end is not None else None,
+        count=len(stamps),
+    )

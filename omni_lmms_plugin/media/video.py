@@ -101,12 +101,12 @@ class _Decoder:
     H.264 frames with ``nal_ref_idc == 0`` (typically most B-frames), which no other frame predicts from, so skipping
     them changes no returned pixel. Only for codecs in ``_SKIPPING_CODECS``."""
 
-    def __init__(self, container, stream, name: str, deadline: float) -> None:
+    def __init__(self, container, stream, name: str, deadline: float, origin: int) -> None:
         self.container, self.stream, self.name, self.deadline = container, stream, name, deadline
         self.keep: frozenset[int] | None = None
         self.time_base = stream.time_base
         self.seconds_per_tick = float(stream.time_base)  # float arithmetic per frame; Fractions are slow
-        self.origin = stream.start_time or 0
+        self.origin = origin  # time zero, in ticks (PacketIndex.origin)
         rate = stream.average_rate or stream.guessed_rate or 30
         self.frame_seconds = 1.0 / float(rate)
         self.decoded = 0
@@ -326,6 +326,7 @@ class _Span:
     name: str
     plan: VideoPlan
     frames: np.ndarray
+    origin: int
     keys: list[float] | None
     end: float | None
     seek_mode: str
@@ -378,7 +379,7 @@ class _Span:
         with open_container(self.name) as container:
             stream = container.streams.video[0]
             stream.thread_count = threads
-            decoder = _Decoder(container, stream, self.name, self.deadline)
+            decoder = _Decoder(container, stream, self.name, self.deadline, self.origin)
             return self.decode(decoder, start, stop, skip=skip), decoder.decoded
 
 
@@ -445,18 +446,20 @@ def load_video(
         # Each decoder thread holds pictures at the coded size (about 3 in flight each): FFmpeg's automatic count
         # (CPUs + 1, up to 16) would hold ~2.4 GB for one 8K video on a 16-core GPU host.
         stream.thread_count = DECODER_THREADS
-        decoder = _Decoder(container, stream, name, deadline)
         frames = np.empty((plan.frames, plan.height, plan.width, 3), dtype=np.uint8)
-        # The packet index (demuxing only, about 3 microseconds a packet) says where to seek and which frames to skip.
+        # The packet index (demuxing only, about 3 microseconds a packet) says where time zero is, where to seek and
+        # which frames to skip.
         index = scan_packets(container, stream, name, deadline)
+        decoder = _Decoder(container, stream, name, deadline, index.origin)
         decoder.seek(0.0)
         shown = None
         if seek_mode == "exact":
-            shown = _shown_frames(index, decoder.origin, decoder.seconds_per_tick, _aimed_times(plan))
+            shown = _shown_frames(index, index.origin, decoder.seconds_per_tick, _aimed_times(plan))
         span = _Span(
             name,
             plan,
             frames,
+            index.origin,
             index.keys,
             index.end,
             seek_mode,
@@ -488,7 +491,7 @@ def load_video(
                     container,
                     container.streams.audio[0],
                     name,
-                    origin=float((stream.start_time or 0) * stream.time_base),
+                    origin=float(index.origin * stream.time_base),
                     start=plan.audio_start,
                     samples=plan.audio_samples,
                     pad=True,
