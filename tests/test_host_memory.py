@@ -97,7 +97,7 @@ def test_a_hostile_file_cannot_exhaust_host_memory(hostile, name, workers):
 
     Catches a loader that holds decoded frames: with ``media._Decoder.frames`` changed by hand to keep every frame it
     yields (appended to a list on the decoder), the 8k case rose by 1402 MB (bound 621 MB) and the bomb by 3801 MB
-    (bound 238 MB) on 2 CPUs, and both failed. The two claim cases end in MediaError before decoding; they guard
+    (bound 238 MB) on 2 CPUs, and both failed; rerun with two segments, both failed again. The two claim cases end in MediaError before decoding; they guard
     against buffers sized from what a header claims (not shown by a hand-made breakage).
     """
     measured = peak_rss_rise(hostile[name], workers)

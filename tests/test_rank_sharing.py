@@ -126,7 +126,8 @@ def test_ranks_out_of_step_raise_instead_of_mixing_payloads():
 def test_a_rank_that_fails_while_answering_makes_every_rank_raise():
     """A rank whose answering raised still joins the answer exchange, so the others raise too instead of waiting for
     answers that never come. Catches: the failing rank skipping the exchange (the others would hang: here the
-    barrier times out), or the others returning without the answers it held."""
+    barrier times out; checked by hand: BrokenBarrierError, failed), or the others returning without the answers
+    it held."""
     ranks = _SimulatedRanks(2)
     deals = [rank_sharing.Deal([], sent=[0]), rank_sharing.Deal([], foreign={5: (0, 0)})]
 
@@ -143,7 +144,7 @@ def test_a_rank_that_fails_while_answering_makes_every_rank_raise():
 
 def test_lmms_eval_response_cache_turns_the_exchange_off(tiny_7b, tmp_path, monkeypatch):
     """With ``--use_cache`` a rank whose requests all hit lmms-eval's cache never calls the model, so the ranks would
-    not meet in the exchange. Catches: the command line not read (share_across_ranks stays on)."""
+    not meet in the exchange. Catches: the command line not read (checked by hand: share_across_ranks stayed on)."""
     from test_adapter import make_model
 
     from omni_lmms_plugin.adapter import _response_cache_on

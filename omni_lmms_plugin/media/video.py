@@ -165,7 +165,7 @@ def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, k=-(rotation // 90))) if rotation else image
 
 
-def _decode_exact(decoder: _Decoder, targets: tuple[float, ...], keys: list[float] | None, store) -> list[float]:
+def _decode_exact(decoder: _Decoder, targets: tuple[float, ...], keys: list[float], store) -> list[float]:
     """For each target time (ascending), the last frame whose time is <= target (the frame on screen at that time).
 
     Decodes forward while the next target's keyframe is not ahead of the decoder; seeks to that keyframe when it is
@@ -231,14 +231,14 @@ def _decode_exact(decoder: _Decoder, targets: tuple[float, ...], keys: list[floa
                 )
             break
         if restart:
-            if fallback_keys > len(keys or []):
+            if fallback_keys > len(keys):
                 raise MediaError(decoder.name, f"cannot reach the frame at {target:.3f} s by seeking")
             continue
         fallback_keys = 0
     return times
 
 
-def _planned_seeks(targets: tuple[float, ...], keys: list[float] | None, frame_seconds: float) -> int:
+def _planned_seeks(targets: tuple[float, ...], keys: list[float], frame_seconds: float) -> int:
     """How many seeks :func:`_decode_exact` will make (the same rule, ignoring recovery from inexact seeks)."""
     if not keys:
         return 0
@@ -327,7 +327,7 @@ class _Span:
     plan: VideoPlan
     frames: np.ndarray
     origin: int
-    keys: list[float] | None
+    keys: list[float]
     end: float | None
     seek_mode: str
     deadline: float
@@ -357,7 +357,7 @@ class _Span:
         )
         stream.thread_type = "SLICE" if seeks else "AUTO"
         if self.seek_mode == "keyframe":
-            return _decode_keyframes(decoder, targets, self.keys or [], store, self.end)
+            return _decode_keyframes(decoder, targets, self.keys, store, self.end)
         aimed = _aimed_times(plan)[start:stop]
         if not skip or self.shown_pts is None or stream.codec_context.name not in _SKIPPING_CODECS:
             return _decode_exact(decoder, aimed, self.keys, store)
