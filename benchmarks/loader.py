@@ -30,7 +30,8 @@ Loaders:
 split into N segments decoded in threads, each with its own container); the ``workers`` column says which. After each
 table the issue's targets are checked and printed as met or not: at 64 frames, exact mode (all cores, as lmms-eval's
 reader uses them) >= 10x lmms-eval on 2 s GOPs and >= 3.5x on 10 s GOPs, keyframe mode >= 15x on 10 s GOPs, exact mode faster than
-``pyav-seek`` (at one worker and at all cores) and never more than 10% slower than ``pyav-sequential``. ``--scaling`` prints the per-core
+``pyav-seek`` (at one worker and at all cores) and never more than 10% slower than ``pyav-sequential`` (when it
+looks slower, both are timed twice more and each one's fastest run counts). ``--scaling`` prints the per-core
 scaling table instead: ``ours-exact`` and ``ours-keyframe`` at 1, 2, ... up to the machine's cores (and all of them),
 frames per second, speed-up over one worker, and the speed-up per worker (1.0 is perfect scaling).
 """
@@ -186,6 +187,8 @@ def worker(loader: str, path: str, frames: int, workers: int = 1) -> dict:
 
 ENCODINGS = ("fast", "realistic")
 TARGET_FRAMES = 64
+# Extra timings of exact mode and sequential decoding before a "more than 10% slower" verdict.
+REMEASURE = 2
 
 
 def ensure_videos(cache: Path, quick: bool, encodings: tuple[str, ...] = ENCODINGS) -> list[Path]:
@@ -298,9 +301,27 @@ def main(argv: list[str] | None = None) -> int:
                     f"{'x'.join(map(str, result['shape']))}",
                     flush=True,
                 )
+            keep_fastest_when_slower(video, frames, results)
             ok = check_targets(video, frames, results, max(args.workers)) and ok
             print(flush=True)
     return 0 if ok else 1
+
+
+def keep_fastest_when_slower(video: Path, frames: int, results: dict) -> None:
+    """When exact mode (one worker) looks more than 10% slower than sequential decoding, time both ``REMEASURE`` more
+    times and keep each one's fastest run: one fresh-process timing of a sub-second load varies by 20% and more."""
+    exact, sequential = results.get(("ours-exact", 1), {}), results.get(("pyav-sequential", 1), {})
+    if "seconds" not in exact or "seconds" not in sequential or exact["seconds"] <= 1.1 * sequential["seconds"]:
+        return
+    for loader, result in (("ours-exact", exact), ("pyav-sequential", sequential)):
+        times = [result["seconds"]]
+        times += [
+            again["seconds"]
+            for again in (run_one(loader, video, frames) for _ in range(REMEASURE))
+            if "seconds" in again
+        ]
+        result["seconds"] = min(times)
+        print(f"  remeasured {loader}: {', '.join(f'{t:.2f}' for t in times)} s; keeping {min(times):.2f} s")
 
 
 def check_targets(video: Path, frames: int, results: dict, most_workers: int) -> bool:
