@@ -2,7 +2,7 @@
 
     python benchmarks/loader.py [--cache DIR] [--frames 16 64 256] [--quick] [--loaders NAME ...] [--workers 1 2 ...]
                                 [--encodings fast realistic]
-    python benchmarks/loader.py --scaling [--frames 256] [--quick]
+    python benchmarks/loader.py --scaling [--frames 256] [--quick] [--encodings fast realistic]
 
 Generates (once, into ``--cache``) 10-minute 1280x720 30 fps H.264 + AAC videos, with a 2 s GOP and with a 10 s GOP, in
 two encodings (``omni_lmms_plugin.synthetic_media``): ``fast`` (flat grey content, x264 ultrafast, no B-frames; about
@@ -33,7 +33,9 @@ reader uses them) >= 10x lmms-eval on 2 s GOPs and >= 3.5x on 10 s GOPs, keyfram
 ``pyav-seek`` (at one worker and at all cores) and never more than 10% slower than ``pyav-sequential`` (when it
 looks slower, both are timed twice more and each one's fastest run counts). ``--scaling`` prints the per-core
 scaling table instead: ``ours-exact`` and ``ours-keyframe`` at 1, 2, ... up to the machine's cores (and all of them),
-frames per second, speed-up over one worker, and the speed-up per worker (1.0 is perfect scaling).
+frames per second, speed-up over one worker, and the speed-up per worker (1.0 is perfect scaling); then, for 2 to 16
+segments (a GPU host's cores), the packets exact mode's costliest segment decodes when the targets are split into
+equal counts and when the split evens out the packets, as ``load_video`` does (from the packet index, not timed).
 """
 
 from __future__ import annotations
@@ -378,7 +380,45 @@ def scaling(videos: list[Path], frame_counts: list[int]) -> int:
                         f"{speedup:.2f}x | {speedup / workers:.2f} |",
                         flush=True,
                     )
+    balance(videos, frame_counts)
     return 0
+
+
+def balance(videos: list[Path], frame_counts: list[int], segment_counts: tuple[int, ...] = (2, 4, 8, 16)) -> None:
+    """Exact mode's decoding critical path when one video is split into segments (up to a 16-core host's, computed
+    from the packet index, nothing decoded): the packets the costliest segment decodes when the targets are split
+    into equal counts, and when the split evens out the packets (what ``load_video`` does)."""
+    import av
+
+    from omni_lmms_plugin.media import video as decoding
+    from omni_lmms_plugin.media._container import scan_packets
+
+    print("\nexact mode's costliest segment, in packets to decode: equal target counts vs the packet-balanced split")
+    print("| video | frames | segments | equal counts | balanced | ideal (total / segments) | critical path shorter |")
+    print("|---|---|---|---|---|---|---|")
+    for video in videos:
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0]
+            index = scan_packets(container, stream, str(video))
+            seconds_per_tick, frame_seconds = float(stream.time_base), 1 / float(stream.average_rate)
+        packet_times = (index.pts - index.origin) * seconds_per_tick
+        for frames in frame_counts:
+            aimed = decoding._aimed_times(_plan(str(video), frames))
+            _, shown_times = decoding._shown_frames(index, index.origin, seconds_per_tick, aimed)
+            start, step = decoding._exact_costs(packet_times, index.keys, shown_times, frame_seconds)
+
+            def costliest(segments: list[tuple[int, int]]) -> int:
+                return max(int(start[first] + step[first + 1 : stop].sum()) for first, stop in segments)
+
+            for count in segment_counts:
+                equal = costliest(decoding._segments(frames, count))
+                balanced = costliest(decoding._segments(frames, count, (start, step)))
+                ideal = (start[0] + step[1:].sum()) / count
+                print(
+                    f"| {video.name} | {frames} | {count} | {equal} | {balanced} | {ideal:.0f} | "
+                    f"{equal / balanced:.2f}x |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

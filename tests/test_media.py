@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
 import re
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import av
 import hostile_media as hm
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from omni_lmms_plugin import media
 from omni_lmms_plugin import synthetic_media as sm
@@ -245,6 +248,64 @@ def test_frames_are_skipped_only_where_the_codec_allows_it(tmp_path, monkeypatch
     check_exact(path, loaded)
     _without_frame_skipping(monkeypatch)
     assert loaded.decoded_frames == media.load_video(path, plan).decoded_frames
+
+
+def test_segments_split_the_decoding_work_evenly_not_the_target_count(tmp_path, monkeypatch):
+    """With two workers, each segment's decoder gets about half of the frames to decode, whatever the targets' count.
+    Here four targets sit at the ends of 2 s GOPs (59 frames each to decode) and four on keyframes (one each).
+    Catches: splitting by target count (checked by hand: the segments then decoded 240 and 8 frames)."""
+    path = sm.write_video(tmp_path / "gops.mp4", duration=16.0, gop=60, width=160, height=120, audio=False)
+    plan = media.plan_probed_video(media.probe(path), BIG)
+    times = [(gop * 60 + 58) / 30 for gop in range(4)] + [gop * 60 / 30 for gop in range(4, 8)]
+    decoded: list[int] = []
+    decode_apart = media.video._Span.decode_apart
+
+    def recording(self, start, stop, **kwargs):
+        times_and_count = decode_apart(self, start, stop, **kwargs)
+        decoded.append(times_and_count[1])
+        return times_and_count
+
+    monkeypatch.setattr(media.video._Span, "decode_apart", recording)
+    loaded = media.load_video(path, with_times(plan, times), workers=2)
+    check_exact(path, loaded)
+    assert len(decoded) == 2 and max(decoded) <= 1.1 * min(decoded), decoded
+
+
+def _packet_costs(gops: list[int], targets: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Exact mode's per-target costs on a 30 fps P-only stream whose GOPs have the given lengths (frames)."""
+    count = sum(gops)
+    packet_times = np.arange(count) / 30
+    keys = [start / 30 for start in np.cumsum([0, *gops[:-1]]).tolist()]
+    shown_times = packet_times[np.asarray(sorted(target % count for target in targets))]
+    return media.video._exact_costs(packet_times, keys, shown_times, 1 / 30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    gops=st.lists(st.integers(1, 40), min_size=1, max_size=6),
+    targets=st.lists(st.integers(0, 239), min_size=1, max_size=14),
+    workers=st.integers(1, 4),
+)
+def test_segments_make_the_costliest_segment_as_cheap_as_any_split_can(gops, targets, workers):
+    """The split's costliest segment costs no more than that of the best contiguous split into as many segments
+    (brute force). Catches: an equal-count split (checked by hand: hypothesis finds a costlier split at once), and
+    a greedy packing that lets a segment run one target past its bound."""
+    start, step = _packet_costs(gops, targets)
+    count = len(start)
+
+    def cost(first: int, stop: int) -> int:
+        return int(start[first] + step[first + 1 : stop].sum())
+
+    segments = media.video._segments(count, workers, (start, step))
+    parts = max(1, min(workers, count // media.video._MIN_SEGMENT_TARGETS))
+    assert segments[0][0] == 0 and segments[-1][1] == count and len(segments) <= parts
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(segments, segments[1:], strict=False))
+    best = min(
+        max(cost(first, stop) for first, stop in zip((0, *cuts), (*cuts, count), strict=True))
+        for segments_count in range(1, parts + 1)
+        for cuts in itertools.combinations(range(1, count), segments_count - 1)
+    )
+    assert max(cost(first, stop) for first, stop in segments) == best
 
 
 def test_time_zero_is_the_first_frame_shown_when_the_timestamps_carry_the_decoder_delay(tmp_path):

@@ -292,11 +292,61 @@ def _decode_keyframes(
     return times
 
 
-def _segments(count: int, workers: int) -> list[tuple[int, int]]:
-    """``[start, stop)`` ranges of the targets, one per worker, at least ``_MIN_SEGMENT_TARGETS`` targets each."""
+def _segments(count: int, workers: int, costs: tuple[np.ndarray, np.ndarray] | None = None) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges of the targets, one per worker (at most one per ``_MIN_SEGMENT_TARGETS`` targets), with
+    the costliest segment as cheap as it can be. ``costs`` is ``(start, step)`` (:func:`_exact_costs`): what target
+    ``j`` costs when a segment begins at it and when it follows target ``j - 1`` in a segment; without it, one unit a
+    target (equal counts)."""
     parts = max(1, min(workers, count // _MIN_SEGMENT_TARGETS))
-    bounds = [round(i * count / parts) for i in range(parts + 1)]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
+    if parts == 1:
+        return [(0, count)]
+    start, step = costs if costs is not None else (np.ones(count, dtype=np.int64), np.ones(count, dtype=np.int64))
+    start, step = start.tolist(), step.tolist()
+
+    def packed(bound: int) -> list[tuple[int, int]] | None:
+        """Greedy packing under ``bound`` (each segment as long as it stays within it), None past ``parts``.
+        Greedy is optimal here: a segment never costs more for starting later (a later start's keyframe is no
+        earlier), so the least feasible bound is the least largest segment."""
+        ranges, first = [], 0
+        while first < count:
+            cost, stop = start[first], first + 1
+            if cost > bound:
+                return None
+            while stop < count and cost + step[stop] <= bound:
+                cost += step[stop]
+                stop += 1
+            ranges.append((first, stop))
+            if len(ranges) > parts:
+                return None
+            first = stop
+        return ranges
+
+    low, high = 1, start[0] + sum(step[1:])  # one segment always fits the whole cost
+    while low < high:
+        middle = (low + high) // 2
+        if packed(middle) is None:
+            low = middle + 1
+        else:
+            high = middle
+    return packed(low)
+
+
+def _exact_costs(
+    packet_times: np.ndarray, keys: list[float], shown_times: np.ndarray, frame_seconds: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Packets exact mode decodes for each target, by the packet index (``packet_times``: every packet's time,
+    ascending): ``start``, from the keyframe at or before the frame it shows, when a segment begins at it; ``step``,
+    from the previous target's frame, or from its keyframe where :func:`_decode_exact` seeks, when it follows the
+    previous target. Splitting by these (:func:`_segments`) gives each segment's decoder the same work; splitting by
+    target count left one of two segments with 20% more frames to decode on 10 s GOPs."""
+    shown = np.searchsorted(packet_times, shown_times - 1e-9)
+    key_times = np.asarray(keys)
+    key_of = key_times[np.maximum(np.searchsorted(key_times, shown_times + 1e-9, side="right") - 1, 0)]
+    start = np.maximum(shown - np.searchsorted(packet_times, key_of - 1e-9) + 1, 1)
+    previous_times = np.concatenate(([-math.inf], shown_times[:-1]))
+    seeks = key_of > previous_times + _SEEK_MIN_SKIP_FRAMES * frame_seconds
+    step = np.where(seeks, start, np.diff(shown, prepend=shown[0]))
+    return start.astype(np.int64), step.astype(np.int64)
 
 
 def _aimed_times(plan: VideoPlan) -> tuple[float, ...]:
@@ -408,10 +458,11 @@ def load_video(
     once, in C, with swscale's bicubic filter to exactly ``plan.height x plan.width`` after turning them upright (the
     display matrix, or the legacy ``rotate`` tag); memory holds only the kept frames.
 
-    ``workers > 1`` splits the targets into that many contiguous segments (at least ``_MIN_SEGMENT_TARGETS`` targets
-    each), decoded concurrently in threads, each with its own container and decoder seeking to the keyframe before
-    its first target; the frames and times are the same as with one worker. Each segment's decoder has
-    ``DECODER_THREADS // workers`` threads, at least one. Memory: the kept frames (one array, ``frames x height x
+    ``workers > 1`` splits the targets into up to that many contiguous segments (at most one per
+    ``_MIN_SEGMENT_TARGETS`` targets), decoded concurrently in threads, each with its own container and decoder seeking
+    to the keyframe before its first target; the frames and times are the same as with one worker. In exact mode the
+    split evens out the packets each segment decodes (by the packet index), not the number of targets. Each segment's
+    decoder has ``DECODER_THREADS // segments`` threads, at least one. Memory: the kept frames (one array, ``frames x height x
     width x 3`` bytes) plus, per segment, one decoder's working set (its reference frames and frame-threading queue,
     a few frames at the source resolution), and the packet index (about 40 bytes a packet while scanning, 8 after).
 
@@ -467,7 +518,11 @@ def load_video(
             shown_pts=None if shown is None else shown[0],
             shown_times=None if shown is None else shown[1],
         )
-        segments = _segments(len(targets), workers)
+        costs = None
+        if shown is not None and index.keys and workers > 1:
+            packet_times = (index.pts - index.origin) * decoder.seconds_per_tick
+            costs = _exact_costs(packet_times, index.keys, shown[1], decoder.frame_seconds)
+        segments = _segments(len(targets), workers, costs)
         if len(segments) == 1:
             times = span.decode(decoder, 0, len(targets))
             decoded = decoder.decoded
