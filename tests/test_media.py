@@ -311,13 +311,15 @@ def test_segments_make_the_costliest_segment_as_cheap_as_any_split_can(gops, tar
 def test_time_zero_is_the_first_frame_shown_when_the_timestamps_carry_the_decoder_delay(tmp_path):
     """An AVI of MPEG-4 with B-frames stores the decoder's delay in its timestamps (its first frame is at 3 ticks while
     the stream starts at 0): frame i of the plan is still the i-th frame shown. Catches: time zero taken from the
-    stream's start time (found in review; checked by hand: each target came back 3 frames early)."""
+    stream's start time (found in review; checked by hand: each target came back 3 frames early), and the header's
+    frame count trusted (checked by hand: the plan spread over 92 frames, its last index past the last frame)."""
     path = sm.write_video(tmp_path / "delay.avi", duration=3.0, gop=30, bframes=2)
     shown = [index for _, index in reference(path)]
     plan = media.plan_probed_video(media.probe(path), BIG, VideoPolicy(fps=2.0))
     loaded = media.load_video(path, plan)
-    # The header counts 92 frames for the 90 shown: a planned index past the last maps to the last frame.
-    assert [sm.read_frame_index(f) for f in loaded.frames] == [min(i, shown[-1]) for i in plan.frame_indices]
+    # The header counts 92 frames for the 90 shown; the probe counts the packets.
+    assert plan.total_frames == len(shown) == 90
+    assert [sm.read_frame_index(f) for f in loaded.frames] == list(plan.frame_indices)
     assert loaded.audio is not None
 
 
@@ -563,11 +565,15 @@ def test_a_portrait_phone_video_is_planned_and_decoded_upright(tmp_path):
         assert sm.read_frame_index(np.rot90(frame, k=1)) == index
 
 
-def test_frame_counts_say_where_they_come_from(files):
+def test_frame_counts_say_where_they_come_from(files, tmp_path):
+    """MP4 headers count the frames; Matroska has no count; an AVI's header also counts the encoder's B-frame delay,
+    so its packets are counted. Catches: the AVI header trusted (checked by hand: 92 frames for the 90 shown)."""
     assert media.probe(files["mp4"]).total_frames == 120
     assert media.probe(files["mp4"]).total_frames_source == "header"
     mkv = media.probe(files["mkv"])
     assert mkv.total_frames_source == "duration_x_rate" and mkv.total_frames == 120
+    avi = media.probe(sm.write_video(tmp_path / "delay.avi", duration=3.0, gop=30, bframes=2))
+    assert (avi.frame_count_header, avi.total_frames, avi.total_frames_source) == (92, 90, "packets")
 
 
 def test_a_header_claiming_a_giant_frame_is_refused_before_decoding(tmp_path):

@@ -123,7 +123,13 @@ CLIPS = {
     "h264_aac.mp4": dict(width=640, height=360, fps=30.0, duration=209 / 30),
     "mpeg4_mp3.mkv": dict(width=480, height=270, fps=25.0, duration=6.0, video_codec="mpeg4", audio_codec="libmp3lame"),
     "h264_1080p.mp4": dict(width=1920, height=1080, fps=30.0, duration=3.0),
+    # AVI of MPEG-4 with B-frames: its header counts 151 frames for the 150 shown (which decord counts).
+    "mpeg4_bframes.avi": dict(width=480, height=270, fps=25.0, duration=6.0, bframes=2),
 }
+# Clips on which decord, fetch_video's reader, returns other frames than the indices it names: on this AVI its seeks
+# land off (frames 5, 19, 33, 48, 110, 124, 137, 148 for 54, 68, 81, 95, 108, 122, 135, 149). Ours are the named
+# frames there too (each carries its index); the pixels are compared where decord's frame is the named one.
+DECORD_MISREADS = {"mpeg4_bframes.avi"}
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +144,7 @@ def test_a_fitting_clip_gets_exactly_the_reference_frames_size_rate_and_tokens(c
     """Frame indices, size and sample fps from our planner equal fetch_video's metadata on the same file; decoding
     them yields the very frames it names (each frame carries its index); the processor counts the same tokens for
     both. Breaking check: centring frame times in their intervals (the old rule) fails the index and decoded-frame
-    assertions."""
+    assertions; the AVI's frame count taken from its header (151) fails the count assertion."""
     path = str(clips[name])
     video, metadata = fetch_video(path, tmp_path)
     sample_fps = metadata["sample_fps"]
@@ -169,9 +175,13 @@ def test_a_fitting_clip_gets_exactly_the_reference_frames_size_rate_and_tokens(c
     assert torch.allclose(ours["video_second_per_grid"], theirs["video_second_per_grid"])
 
     # The resize filters differ; the pixels agree closely. Measured (0..255 levels, mean / p99 / max): H.264 360p
-    # 0.74 / 2 / 6, mpeg4 in Matroska 0.94 / 2 / 17, H.264 1080p 0.66 / 2 / 5.
-    reference = np.clip(video, 0, 255).round().astype(np.uint8).transpose(0, 2, 3, 1).astype(np.int16)
-    difference = np.abs(loaded.frames.astype(np.int16) - reference)
+    # 0.74 / 2 / 6, mpeg4 in Matroska 0.94 / 2 / 17, H.264 1080p 0.66 / 2 / 5, the AVI (the 4 frames decord names
+    # right) 0.54 / 2 / 17.
+    reference = np.clip(video, 0, 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+    named = [sm.read_frame_index(frame) == index for frame, index in zip(reference, plan.frame_indices, strict=True)]
+    assert all(named) or name in DECORD_MISREADS
+    assert sum(named) >= 4
+    difference = np.abs(loaded.frames[named].astype(np.int16) - reference[named].astype(np.int16))
     assert difference.mean() < 1.5, f"{name}: mean |ours - fetch_video| = {difference.mean():.2f} levels"
     assert np.percentile(difference, 99) <= 4, f"{name}: p99 = {np.percentile(difference, 99)}"
 

@@ -17,7 +17,7 @@ import av
 from ..budget import MAX_ASPECT_RATIO, QWEN25_OMNI, Geometry, TokenBudget
 from ..errors import MediaError
 from ..video_plan import VideoPlan, VideoPolicy, linspace_indices, plan_video
-from ._container import MAX_CODED_PIXELS, check_file, open_container, scan_packets, seconds_of
+from ._container import MAX_CODED_PIXELS, PacketIndex, check_file, open_container, scan_packets, seconds_of
 
 __all__ = ["MediaInfo", "probe", "plan_probed_video", "display_rotation"]
 
@@ -32,8 +32,9 @@ class MediaInfo:
     the last meaning computed by demuxing packet timestamps). ``width`` x ``height`` is the display size, after the
     stream's rotation (display matrix or legacy tag); ``coded_width`` x ``coded_height`` the size the decoder outputs.
     ``total_frames`` is the frame count to sample from, with ``total_frames_source``: ``"header"`` (the container's
-    count, as decord and torchcodec read it), ``"packets"`` (counted by demuxing) or ``"duration_x_rate"`` (Matroska
-    and WebM carry no count: ``round(duration * frame_rate)``); frame times are then ``index / frame_rate``.
+    count, as decord and torchcodec read it), ``"packets"`` (counted by demuxing: AVI, whose header also counts the
+    encoder's B-frame delay, and files without a duration) or ``"duration_x_rate"`` (Matroska and WebM carry no count:
+    ``round(duration * frame_rate)``); frame times are then ``index / frame_rate``.
     """
 
     path: str
@@ -148,7 +149,20 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         context = video.codec_context
         header = seconds_of(video.duration, video.time_base)
         tag = _duration_tag(video.metadata)
+        scanned: list[PacketIndex] = []
+
+        def packets() -> PacketIndex:
+            """The packet index, demuxed once (a second scan would start at the end of the stream)."""
+            if not scanned:
+                scanned.append(scan_packets(container, video, name))
+            return scanned[0]
+
         frame_count = video.frames or None
+        count_source = "header"
+        if frame_count and container.format.name == "avi":
+            # An AVI's header also counts the encoder's B-frame delay (151 frames for the 150 that an MPEG-4 file
+            # with B-frames shows); decord counts the frames shown, as the decoder shows them: count the packets.
+            frame_count, count_source = packets().count or frame_count, "packets"
         if header:
             duration, source = header, "video_stream"
         elif tag:
@@ -156,9 +170,10 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         elif container_duration:
             duration, source = container_duration, "container"
         else:
-            scan = scan_packets(container, video, name)
+            scan = packets()
             duration, source = (scan.end - scan.first if scan.end is not None else 0.0), "packets"
-            frame_count = frame_count or scan.count
+            if not frame_count:
+                frame_count, count_source = scan.count, "packets"
         if video.average_rate:
             frame_rate, rate_source = float(video.average_rate), "video_stream"
         elif frame_count and duration:
@@ -166,11 +181,11 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         elif video.guessed_rate:
             frame_rate, rate_source = float(video.guessed_rate), "container"
         else:
-            scan = scan_packets(container, video, name)
+            scan = packets()
             span = (scan.end - scan.first) if scan.end is not None else 0.0
             frame_rate, rate_source = (scan.count / span if span > 0 else 0.0), "packets"
         if frame_count:
-            total_frames, total_source = frame_count, "header" if video.frames else "packets"
+            total_frames, total_source = frame_count, count_source
         else:
             total_frames, total_source = max(1, round(duration * frame_rate)), "duration_x_rate"
         if context.width * context.height > MAX_CODED_PIXELS:
