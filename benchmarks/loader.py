@@ -89,7 +89,8 @@ def _plan(path: str, frames: int, audio: bool = False):
 
 
 def _sequential(path: str, plan) -> tuple:
-    """Decode every frame in order; keep the frame on screen at each planned time (the exact-mode contract)."""
+    """Decode every frame in order; keep the frame on screen at each planned time (exact mode's frames on these
+    constant-rate clips)."""
     import av
     import numpy as np
 
@@ -265,6 +266,13 @@ def available(loader: str) -> bool:
     return True
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -277,7 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, nargs="+", default=sorted({1, cores}), help="decoding segments of our loaders"
     )
     parser.add_argument(
-        "--repeat", type=int, default=1, help="fresh-process runs per row (every loader alike); the fastest counts"
+        "--repeat",
+        type=_at_least_one,
+        default=1,
+        help="fresh-process runs per row (every loader alike); the fastest counts",
     )
     parser.add_argument("--scaling", action="store_true", help="the per-core scaling table of our loaders")
     parser.add_argument("--worker", nargs=4, metavar=("LOADER", "PATH", "FRAMES", "WORKERS"), help=argparse.SUPPRESS)
@@ -421,8 +432,8 @@ def balance(videos: list[Path], frame_counts: list[int], segment_counts: tuple[i
             seconds_per_tick, frame_seconds = float(stream.time_base), 1 / float(stream.average_rate)
         packet_times = (index.pts - index.origin) * seconds_per_tick
         for frames in frame_counts:
-            aimed = decoding._aimed_times(_plan(str(video), frames))
-            _, shown_times = decoding._shown_frames(index, index.origin, seconds_per_tick, aimed)
+            targets = decoding._exact_targets(_plan(str(video), frames), index, seconds_per_tick)
+            _, shown_times = decoding._shown_frames(index, index.origin, seconds_per_tick, targets)
             start, step = decoding._exact_costs(packet_times, index.keys, shown_times, frame_seconds)
             for count in segment_counts:
                 equal = _costliest(decoding._segments(frames, count), start, step)

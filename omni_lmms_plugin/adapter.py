@@ -13,6 +13,7 @@ provenance record is written per request as soon as its group ends, and the answ
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import logging
@@ -82,6 +83,7 @@ class Qwen25OmniSafe(lmms):
         self._world_size = int(os.environ.get("WORLD_SIZE", 1))
         self._device = self._choose_device()
         self.accelerator = Accelerator(cpu=self._device.type == "cpu")
+        destroy_cpu_process_group_at_exit()
         self.dtype = getattr(torch, resolve_dtype(self.config.dtype, self._device.type))
         self.attn_implementation = resolve_attention(
             self.config.attn_implementation, self._device.type, flash_attn_available()
@@ -349,6 +351,22 @@ def _response_cache_on(argv: list[str] | None = None) -> bool:
     """Whether the command line that started the run turned on lmms-eval's response cache (``--use_cache``); the
     model is not told."""
     return any(arg == "--use_cache" or arg.startswith("--use_cache=") for arg in (sys.argv if argv is None else argv))
+
+
+def destroy_cpu_process_group_at_exit() -> None:
+    """When the ranks talk over gloo (CPU), destroy their process group at interpreter exit, while the interpreter is
+    still whole. lmms-eval never destroys it, and gloo's worker threads outliving the interpreter's teardown can abort
+    a rank after its run finished ("terminate called without an active exception", exit -6, so torchrun reports the
+    run as failed; pytorch/pytorch#179291 describes the race; seen once in this project's two-rank test). Not for
+    NCCL: destroying it while another rank waits in a collective can hang."""
+    distributed = torch.distributed
+    if distributed.is_available() and distributed.is_initialized() and distributed.get_backend() == "gloo":
+        atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _all_gather(item: Any) -> list[Any]:

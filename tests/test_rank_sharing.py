@@ -216,3 +216,27 @@ def test_two_ranks_share_a_video_whose_questions_lmms_eval_dealt_to_both(tiny_7b
     distributed = tmp_path / "apart"
     two_ranks("resume=false,share_across_ranks=false")
     assert not any("prefix shared" in " ".join(r["attempts"][-1]["notes"]) for r in provenance(distributed))
+
+
+_EXIT_CHECK = """
+import atexit, os, sys
+import torch.distributed as dist
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1])
+dist.init_process_group("gloo", rank=0, world_size=1)
+# Registered first, so it runs last (atexit runs in reverse order): after the adapter's handler.
+atexit.register(lambda: print("initialized at exit:", dist.is_initialized(), flush=True))
+from omni_lmms_plugin.adapter import destroy_cpu_process_group_at_exit
+destroy_cpu_process_group_at_exit()
+"""
+
+
+def test_the_cpu_process_group_is_destroyed_before_the_interpreter_exits():
+    """lmms-eval never destroys the process group; with gloo, its threads outliving the interpreter's teardown aborted
+    a rank once after its run finished (SIGABRT, "terminate called without an active exception"). The adapter
+    destroys a gloo group at exit, while the interpreter is whole. Catches: no handler registered (checked by hand:
+    the group was still initialised at exit)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _EXIT_CHECK, str(free_port())], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "initialized at exit: False" in result.stdout, result.stdout + result.stderr[-2000:]

@@ -125,6 +125,10 @@ CLIPS = {
     "h264_1080p.mp4": dict(width=1920, height=1080, fps=30.0, duration=3.0),
     # AVI of MPEG-4 with B-frames: its header counts 151 frames for the 150 shown (which decord counts).
     "mpeg4_bframes.avi": dict(width=480, height=270, fps=25.0, duration=6.0, bframes=2),
+    # AVI whose second frame is stamped 3 ticks after the first: frame i >= 1 is shown at (i + 2) / 25 s.
+    "mpeg4_gap.avi": dict(width=320, height=240, fps=25.0, duration=5.0),
+    # Variable frame rate: frame i is not at i / fps.
+    "h264_vfr.mp4": dict(width=320, height=240, fps=30.0, duration=5.0, vfr=True),
 }
 # Clips on which decord, fetch_video's reader, returns other frames than the indices it names: on this AVI its seeks
 # land off (frames 5, 19, 33, 48, 110, 124, 137, 148 for 54, 68, 81, 95, 108, 122, 135, 149). Ours are the named
@@ -144,7 +148,8 @@ def test_a_fitting_clip_gets_exactly_the_reference_frames_size_rate_and_tokens(c
     """Frame indices, size and sample fps from our planner equal fetch_video's metadata on the same file; decoding
     them yields the very frames it names (each frame carries its index); the processor counts the same tokens for
     both. Breaking check: centring frame times in their intervals (the old rule) fails the index and decoded-frame
-    assertions; the AVI's frame count taken from its header (151) fails the count assertion."""
+    assertions; the AVI's frame count taken from its header (151) fails the count assertion; frames picked by time
+    instead of by index (the old rule) fail the decoded-frame assertion on the gapped AVI and the variable-rate MP4."""
     path = str(clips[name])
     video, metadata = fetch_video(path, tmp_path)
     sample_fps = metadata["sample_fps"]

@@ -57,10 +57,11 @@ class PacketIndex:
       timestamp where that lies later (AVI stores the decoder's B-frame delay in its timestamps: its first frame is
       at one tick while the stream starts at zero);
     * ``keys``: keyframe times, ascending (seconds from ``origin``);
-    * ``pts``: the presentation timestamps (ticks) of every packet, ascending, or None when some packet has none (then
-      which packet shows which frame is unknown);
+    * ``pts``: the presentation timestamps (ticks) of the packets the decoder shows (all but those marked discard, as
+      edit lists mark), ascending: ``pts[i]`` is frame ``i``'s. None when some packet has none (then which packet
+      shows which frame is unknown);
     * ``first`` / ``end``: where the packets start and end (seconds from ``origin``; None without packets);
-    * ``count``: packets with a timestamp.
+    * ``count``: the packets shown that have a timestamp (the frames shown, for a complete index).
     """
 
     origin: int
@@ -106,8 +107,8 @@ def scan_packets(container, stream, name: str, deadline: float | None = None) ->
     return PacketIndex(
         origin=origin,
         keys=sorted(seconds(key) for key in keys),
-        pts=np.sort(np.asarray(stamps, dtype=np.int64)) if complete else None,
+        pts=np.sort(np.asarray(shown, dtype=np.int64)) if complete else None,
         first=seconds(min(stamps)) if stamps else None,
         end=seconds(end) if end is not None else None,
-        count=len(stamps),
+        count=len(shown),
     )

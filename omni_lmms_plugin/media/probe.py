@@ -32,8 +32,9 @@ class MediaInfo:
     the last meaning computed by demuxing packet timestamps). ``width`` x ``height`` is the display size, after the
     stream's rotation (display matrix or legacy tag); ``coded_width`` x ``coded_height`` the size the decoder outputs.
     ``total_frames`` is the frame count to sample from, with ``total_frames_source``: ``"header"`` (the container's
-    count, as decord and torchcodec read it), ``"packets"`` (counted by demuxing: AVI, whose header also counts the
-    encoder's B-frame delay, and files without a duration) or ``"duration_x_rate"`` (Matroska and WebM carry no count:
+    count, as decord and torchcodec read it), ``"packets"`` (the packets shown, counted by demuxing: AVI, whose header
+    also counts the encoder's B-frame delay; a file whose header count disagrees with its duration, as in an MP4 cut by
+    an edit list; a file without a duration) or ``"duration_x_rate"`` (Matroska and WebM carry no count:
     ``round(duration * frame_rate)``); frame times are then ``index / frame_rate``.
     """
 
@@ -159,9 +160,14 @@ def probe(path: str | os.PathLike) -> MediaInfo:
 
         frame_count = video.frames or None
         count_source = "header"
-        if frame_count and container.format.name == "avi":
-            # An AVI's header also counts the encoder's B-frame delay (151 frames for the 150 that an MPEG-4 file
-            # with B-frames shows); decord counts the frames shown, as the decoder shows them: count the packets.
+        trimmed = bool(frame_count and header and video.average_rate) and (
+            abs(frame_count - header * float(video.average_rate)) > 1
+        )
+        if frame_count and (container.format.name == "avi" or trimmed):
+            # The header counts frames the decoder does not show: an AVI's also counts the encoder's B-frame delay
+            # (151 frames for the 150 an MPEG-4 file with B-frames shows), and an MP4 cut by an edit list keeps its
+            # cut samples (240 frames in 7 s at 30 fps: 210 shown). decord counts the frames shown: count the
+            # packets shown.
             frame_count, count_source = packets().count or frame_count, "packets"
         if header:
             duration, source = header, "video_stream"

@@ -50,8 +50,8 @@ _END_TOLERANCE_SECONDS = 0.5
 # sub-layer non-reference pictures, which higher temporal layers may predict from; libdav1d (AV1) reads skip_frame
 # only when the decoder opens.
 _SKIPPING_CODECS = frozenset({"h264"})
-# A segment of a video decoded in parallel holds at least this many targets: each segment opens the file again and
-# may decode up to a GOP before its first target.
+# A video is decoded in at most one segment per this many targets: each segment opens the file again and may decode
+# up to a GOP before its first target.
 _MIN_SEGMENT_TARGETS = 4
 
 
@@ -65,8 +65,8 @@ class LoadedVideo:
       ``[plan.audio_start, plan.audio_start + plan.audio_seconds)`` (zero-padded where the track is shorter), or None
       when the plan asks for no audio or the file has none (then ``notes`` says so).
     * ``frame_times``: presentation time (seconds from the start of the video stream, from ``pts * time_base``) of
-      each returned frame; in exact mode the frame whose display interval contains the planned time, in keyframe mode
-      the keyframe nearest to it.
+      each returned frame; in exact mode the planned frame's own time (for a variable-rate file it may differ from the
+      planned time), in keyframe mode the time of the keyframe nearest to the planned time.
     * ``sample_fps``: the plan's sampling rate (the reference's ``frames / total_frames * source_fps``). Pass it to the
       processor as ``fps``.
     * ``decoded_frames``: frames the decoder produced (a cost measure); ``decode_seconds``: wall time of this call.
@@ -334,11 +334,13 @@ def _segments(count: int, workers: int, costs: tuple[np.ndarray, np.ndarray] | N
 def _exact_costs(
     packet_times: np.ndarray, keys: list[float], shown_times: np.ndarray, frame_seconds: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Packets exact mode decodes for each target, by the packet index (``packet_times``: every packet's time,
-    ascending): ``start``, from the keyframe at or before the frame it shows, when a segment begins at it; ``step``,
-    from the previous target's frame, or from its keyframe where :func:`_decode_exact` seeks, when it follows the
-    previous target. Splitting by these (:func:`_segments`) gives each segment's decoder the same work; splitting by
-    target count left one of two segments with 20% more frames to decode on 10 s GOPs."""
+    """Packets exact mode decodes for each target, by the packet index (``packet_times``: the time of every packet
+    shown, ascending): ``start``, from the keyframe at or before the frame it shows, when a segment begins at it;
+    ``step``, from the previous target's frame, or from its keyframe where :func:`_decode_exact` seeks, when it
+    follows the previous target. Splitting by these (:func:`_segments`) makes the costliest segment as cheap as a
+    contiguous split can; splitting by target count gave the costliest of 2 segments 9% more packets than an even
+    share on a 10 s GOP clip, and the costliest of 16, 67% more. (Packets an edit list discards are decoded but not
+    counted: they lie before the first frame shown.)"""
     shown = np.searchsorted(packet_times, shown_times - 1e-9)
     key_times = np.asarray(keys)
     key_of = key_times[np.maximum(np.searchsorted(key_times, shown_times + 1e-9, side="right") - 1, 0)]
@@ -349,10 +351,22 @@ def _exact_costs(
     return start.astype(np.int64), step.astype(np.int64)
 
 
-def _aimed_times(plan: VideoPlan) -> tuple[float, ...]:
-    """Exact mode's target times: half a frame past each planned time, so that frame i of a constant-rate file is
-    found even where the container rounded its timestamp up (Matroska stores milliseconds: 2/30 s becomes 0.067 s)."""
-    return tuple(t + 0.5 / plan.source_fps for t in plan.frame_times)
+def _exact_targets(plan: VideoPlan, index: PacketIndex, seconds_per_tick: float) -> tuple[float, ...]:
+    """Exact mode's target times. Planned frame ``i`` is the ``i``-th frame shown, as the reference's readers count
+    (decord, torchcodec and torchvision index frames, not seconds), so its target is that frame's own time from the
+    packet index: the frame on screen then is frame ``i``, whatever the timestamps (variable rate, gaps). Without a
+    complete index, or for an index past the frames it lists, the planned time plus half a frame: frame ``i`` of a
+    constant-rate file, even where the container rounded its timestamps up (Matroska stores milliseconds: 2/30 s
+    becomes 0.067 s)."""
+    nominal = [seconds + 0.5 / plan.source_fps for seconds in plan.frame_times]
+    if index.pts is None:
+        return tuple(nominal)
+    shown = (index.pts - index.origin) * seconds_per_tick
+    targets = [
+        float(shown[frame]) if frame < len(shown) else later
+        for frame, later in zip(plan.frame_indices, nominal, strict=True)
+    ]
+    return tuple(np.maximum.accumulate(targets).tolist()) if targets else ()
 
 
 def _shown_frames(index: PacketIndex, origin: int, seconds_per_tick: float, targets: tuple[float, ...]):
@@ -369,13 +383,15 @@ def _shown_frames(index: PacketIndex, origin: int, seconds_per_tick: float, targ
 @dataclass(frozen=True)
 class _Span:
     """What decoding any range of a plan's targets needs: the output array (each range fills its own rows), the
-    keyframe times and the stream's end from the packet scan, the mode and the deadline; in exact mode, the timestamp
-    and time of the frame each target shows by the packet index (``shown_pts``/``shown_times``, None when the index
-    is incomplete), which lets the decoder skip the non-reference frames no target shows."""
+    target times (:func:`_exact_targets` in exact mode, the planned times in keyframe mode), the keyframe times and
+    the stream's end from the packet scan, the mode and the deadline; in exact mode, the timestamp and time of the
+    frame each target shows by the packet index (``shown_pts``/``shown_times``, None when the index is incomplete),
+    which lets the decoder skip the non-reference frames no target shows."""
 
     name: str
     plan: VideoPlan
     frames: np.ndarray
+    targets: tuple[float, ...]
     origin: int
     keys: list[float]
     end: float | None
@@ -388,7 +404,7 @@ class _Span:
         """Decode targets ``[start, stop)`` into ``frames[start:stop]`` with ``decoder``; returns their times.
         ``skip=False`` decodes every frame on the way (no frame skipping)."""
         stream, plan, frames = decoder.stream, self.plan, self.frames
-        targets = tuple(plan.frame_times[start:stop])
+        targets = self.targets[start:stop]
 
         def store(index: int, frame, copy_from: int | None = None) -> None:
             if copy_from is not None:
@@ -408,11 +424,10 @@ class _Span:
         stream.thread_type = "SLICE" if seeks else "AUTO"
         if self.seek_mode == "keyframe":
             return _decode_keyframes(decoder, targets, self.keys, store, self.end)
-        aimed = _aimed_times(plan)[start:stop]
         if not skip or self.shown_pts is None or stream.codec_context.name not in _SKIPPING_CODECS:
-            return _decode_exact(decoder, aimed, self.keys, store)
+            return _decode_exact(decoder, targets, self.keys, store)
         decoder.keep = frozenset(self.shown_pts[start:stop].tolist())
-        times = _decode_exact(decoder, aimed, self.keys, store)
+        times = _decode_exact(decoder, targets, self.keys, store)
         if np.allclose(times, self.shown_times[start:stop], rtol=0, atol=1e-9):
             return times
         # The decoder showed other frames than the packet index predicted (it dropped or re-timed a kept packet's
@@ -446,11 +461,13 @@ def load_video(
     """Decode the frames (and audio span) of ``plan`` from a video file; without a plan, probe the file and plan it
     for ``budget`` (and ``policy``) first.
 
-    ``seek_mode="exact"``: for each planned time ``t``, the frame on screen half a frame later (the last frame with
-    ``pts <= t + 0.5 / source_fps``: for a constant-rate file, frame ``plan.frame_indices[i]`` itself, even where the
-    container rounded its timestamps; for a variable-rate file, the frame nearest ``t``), decoding forward for dense targets
-    and seeking to the keyframe before a target when that skips frames, so it never decodes more than plain sequential
-    decoding. The packet index (demuxed first, never decoded) says which packet each target shows; for H.264 the
+    ``seek_mode="exact"``: frame ``plan.frame_indices[i]`` itself, counted in frames shown as the reference's readers
+    count them (also in variable-rate files and where timestamps have gaps): the packet index (demuxed first, never
+    decoded) gives its time, and the decoder returns the frame on screen then (without a complete index, the frame on
+    screen half a frame after the planned time: the same frame for a constant-rate file, even where the container
+    rounded its timestamps). It decodes forward for dense targets and seeks to the keyframe before a target when that
+    skips frames, so it never decodes more than plain sequential decoding. The packet index says which packet each
+    target shows; for H.264 the
     decoder discards the non-reference frames of all other packets (most B-frames: no frame predicts from them, so no
     returned pixel changes), and if the frames shown still differ from the index's prediction the targets are decoded
     again, in a fresh container, without skipping. ``seek_mode="keyframe"``: for each planned time, the nearest keyframe (from the packet index, no
@@ -505,11 +522,13 @@ def load_video(
         decoder.seek(0.0)
         shown = None
         if seek_mode == "exact":
-            shown = _shown_frames(index, index.origin, decoder.seconds_per_tick, _aimed_times(plan))
+            targets = _exact_targets(plan, index, decoder.seconds_per_tick)
+            shown = _shown_frames(index, index.origin, decoder.seconds_per_tick, targets)
         span = _Span(
             name,
             plan,
             frames,
+            targets,
             index.origin,
             index.keys,
             index.end,
