@@ -484,7 +484,8 @@ def load_video(
     a few frames at the source resolution), and the packet index (about 40 bytes a packet while scanning, 8 after).
 
     Raises :class:`MediaError` (naming the file) for missing, empty, truncated, unreadable or undecodable files, a file
-    without a video stream, or fewer frames than planned; :class:`DecodeTimeoutError` when decoding runs past
+    without a video stream, or fewer frames than planned (beyond half a second past its last frame; within it, the last
+    frame stands for the missing ones and ``notes`` says how many); :class:`DecodeTimeoutError` when decoding runs past
     ``decode_timeout`` seconds.
     """
     if seek_mode not in SEEK_MODES:
@@ -555,6 +556,14 @@ def load_video(
             decoded = sum(count for _, count in parts)
         if len(times) != plan.frames:
             raise MediaError(name, f"decoded {len(times)} of {plan.frames} planned frames")
+        shown_count = len(index.pts) if index.pts is not None else None
+        past_end = [frame for frame in plan.frame_indices if shown_count is not None and frame >= shown_count]
+        if seek_mode == "exact" and past_end:
+            notes.append(
+                f"the file shows {shown_count} frames but the plan counts {plan.total_frames}: planned frames "
+                f"{past_end[0]} to {past_end[-1]} ({len(past_end)}) are its last frame (a truncated file, or a header "
+                "that overstates its length)"
+            )
 
         audio = None
         if plan.audio_samples > 0:
