@@ -419,7 +419,7 @@ def balance(videos: list[Path], frame_counts: list[int], segment_counts: tuple[i
     into equal counts, and when the split evens out the packets (what ``load_video`` does)."""
     import av
 
-    from omni_lmms_plugin.media import video as decoding
+    from omni_lmms_plugin.media import targets as targeting
     from omni_lmms_plugin.media._container import scan_packets
 
     print("\nexact mode's costliest segment, in packets to decode: equal target counts vs the packet-balanced split")
@@ -432,12 +432,12 @@ def balance(videos: list[Path], frame_counts: list[int], segment_counts: tuple[i
             seconds_per_tick, frame_seconds = float(stream.time_base), 1 / float(stream.average_rate)
         packet_times = (index.pts - index.origin) * seconds_per_tick
         for frames in frame_counts:
-            targets = decoding._exact_targets(_plan(str(video), frames), index, seconds_per_tick)
-            _, shown_times = decoding._shown_frames(index, index.origin, seconds_per_tick, targets)
-            start, step = decoding._exact_costs(packet_times, index.keys, shown_times, frame_seconds)
+            targets = targeting.exact_targets(_plan(str(video), frames), index, seconds_per_tick)
+            _, shown_times = targeting.shown_frames(index, index.origin, seconds_per_tick, targets)
+            start, step = targeting.exact_costs(packet_times, index.keys, shown_times, frame_seconds)
             for count in segment_counts:
-                equal = _costliest(decoding._segments(frames, count), start, step)
-                balanced = _costliest(decoding._segments(frames, count, (start, step)), start, step)
+                equal = _costliest(targeting.split_into_segments(frames, count), start, step)
+                balanced = _costliest(targeting.split_into_segments(frames, count, (start, step)), start, step)
                 ideal = (start[0] + step[1:].sum()) / count
                 print(
                     f"| {video.name} | {frames} | {count} | {equal} | {balanced} | {ideal:.0f} | "

@@ -40,3 +40,27 @@ def test_the_loader_benchmark_runs_and_reports_its_targets(tmp_path):
         assert encoding in result.stdout
     assert result.stdout.count("target: exact (2 workers)") == 8  # lmms-eval and pyav-seek, for each of 4 videos
     assert result.stdout.count("keyframe (2 workers) >= 15x") == 2  # the 10 s GOP videos
+
+
+def test_the_scaling_benchmark_prints_the_scaling_and_segment_balance_tables(tmp_path):
+    """``--scaling`` on the quick clips: the per-core table for our loaders and the segment balance table (from the
+    packet index). Catches: a loader or a packet-index helper the benchmark can no longer call (a failed row, or no
+    balance rows)."""
+    command = [
+        sys.executable,
+        str(BENCHMARKS / "loader.py"),
+        "--scaling",
+        "--quick",
+        "--cache",
+        str(tmp_path),
+        "--frames",
+        "64",
+        "--encodings",
+        "fast",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "failed" not in result.stdout, result.stdout
+    assert "per-core scaling" in result.stdout and "costliest segment" in result.stdout
+    balance_rows = [line for line in result.stdout.splitlines() if line.startswith("| quick_360p30_") and "x |" in line]
+    assert len(balance_rows) >= 2 * 4 + 2 * 2  # 2 videos x 4 segment counts, and the scaling rows

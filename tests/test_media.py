@@ -210,7 +210,7 @@ def test_exact_mode_sparse_seeks_instead_of_decoding_everything(files):
 
 
 def _without_frame_skipping(monkeypatch) -> None:
-    monkeypatch.setattr(media.video, "_shown_frames", lambda *args: None)
+    monkeypatch.setattr(media.video, "shown_frames", lambda *args: None)
 
 
 # Sparse targets (seeks, slice threads), the default rate, dense targets (no seeks: frame threads).
@@ -238,7 +238,7 @@ def test_exact_mode_decodes_again_when_the_packet_index_mispredicts_the_frames_s
     hand: the mispredicted target, a non-reference B-frame, came back as another frame), and a second pass on the
     skipping decoder, whose skip setting outlives the first pass (checked by hand: frame 40 came back for 41)."""
     path = files["bframes"]
-    predict = media.video._shown_frames
+    predict = media.targets.shown_frames
     plan = media.plan_probed_video(media.probe(path), BIG, VideoPolicy(fps=7.5))
     victim = next(i for i, frame in enumerate(plan.frame_indices) if frame % 2 and i > len(plan.frame_indices) // 3)
 
@@ -248,7 +248,7 @@ def test_exact_mode_decodes_again_when_the_packet_index_mispredicts_the_frames_s
         pts[victim] = index.pts[np.searchsorted(index.pts, pts[victim]) + 1]
         return pts, times
 
-    monkeypatch.setattr(media.video, "_shown_frames", one_target_mispredicted)
+    monkeypatch.setattr(media.video, "shown_frames", one_target_mispredicted)
     loaded = media.load_video(path, plan, workers=workers)
     check_exact(path, loaded)
     assert [sm.read_frame_index(frame) for frame in loaded.frames] == list(plan.frame_indices)
@@ -293,7 +293,7 @@ def _packet_costs(gops: list[int], targets: list[int]) -> tuple[np.ndarray, np.n
     packet_times = np.arange(count) / 30
     keys = [start / 30 for start in np.cumsum([0, *gops[:-1]]).tolist()]
     shown_times = packet_times[np.asarray(sorted(target % count for target in targets))]
-    return media.video._exact_costs(packet_times, keys, shown_times, 1 / 30)
+    return media.targets.exact_costs(packet_times, keys, shown_times, 1 / 30)
 
 
 @settings(max_examples=150, deadline=None)
@@ -312,8 +312,8 @@ def test_segments_make_the_costliest_segment_as_cheap_as_any_split_can(gops, tar
     def cost(first: int, stop: int) -> int:
         return int(start[first] + step[first + 1 : stop].sum())
 
-    segments = media.video._segments(count, workers, (start, step))
-    parts = max(1, min(workers, count // media.video._MIN_SEGMENT_TARGETS))
+    segments = media.targets.split_into_segments(count, workers, (start, step))
+    parts = max(1, min(workers, count // media.targets.MIN_SEGMENT_TARGETS))
     assert segments[0][0] == 0 and segments[-1][1] == count and len(segments) <= parts
     assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(segments, segments[1:], strict=False))
     best = min(

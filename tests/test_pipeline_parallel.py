@@ -98,7 +98,7 @@ def test_parallel_preparation_feeds_the_model_what_the_sequential_path_does(tiny
     segments_used: list[int] = []
 
     def recording_load_video(path, plan, *, workers: int = 1, **kwargs):
-        segments_used.append(len(media.video._segments(plan.frames, workers)))
+        segments_used.append(len(media.targets.split_into_segments(plan.frames, workers)))
         return media.load_video(path, plan, workers=workers, **kwargs)
 
     monkeypatch.setattr(inputs, "load_video", recording_load_video)

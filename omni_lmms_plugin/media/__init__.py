@@ -2,6 +2,7 @@
 
 * :mod:`.probe`: metadata without decoding (beyond the first frame, for its display matrix) and the plan for a budget;
 * :mod:`.video`: the planned frames of a video file, resized once in C and turned upright;
+* :mod:`.targets`: which frames exact mode decodes, from the packet index alone (targets, seeks, segments);
 * :mod:`.audio`: an audio stream as mono float32 at 16 kHz;
 * :mod:`.frames`: image-sequence videos (a folder or a list of frames).
 

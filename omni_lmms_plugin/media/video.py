@@ -21,9 +21,17 @@ from ..budget import TokenBudget
 from ..config import SeekChoice
 from ..errors import ConfigError, DecodeTimeoutError, MediaError
 from ..video_plan import VideoPlan, VideoPolicy
-from ._container import DEADLINE_EVERY, PacketIndex, check_file, open_container, scan_packets
+from ._container import DEADLINE_EVERY, check_file, open_container, scan_packets
 from .audio import decode_audio
 from .probe import display_rotation, plan_probed_video, probe
+from .targets import (
+    SEEK_MIN_SKIP_FRAMES,
+    exact_costs,
+    exact_targets,
+    planned_seeks,
+    shown_frames,
+    split_into_segments,
+)
 
 __all__ = ["DECODER_THREADS", "SEEK_MODES", "RESIZE_INTERPOLATION", "SeekMode", "LoadedVideo", "load_video"]
 
@@ -39,9 +47,6 @@ DECODER_THREADS = min(4, os.cpu_count() or 1)
 # swscale's bicubic filter: kept frames are resized once, in C, straight from the decoder's pixel format to RGB.
 RESIZE_INTERPOLATION = "BICUBIC"
 
-# Exact mode seeks only when it skips at least this many frames: a seek flushes the (frame-threaded) decoder, which
-# costs about as much as decoding a few frames.
-_SEEK_MIN_SKIP_FRAMES = 8
 # A target past the last decoded frame still maps to it if it lies within this many seconds after the frame ends
 # (container and stream durations differ slightly); beyond it the file is short of what it claims (truncated).
 _END_TOLERANCE_SECONDS = 0.5
@@ -50,9 +55,6 @@ _END_TOLERANCE_SECONDS = 0.5
 # sub-layer non-reference pictures, which higher temporal layers may predict from; libdav1d (AV1) reads skip_frame
 # only when the decoder opens.
 _SKIPPING_CODECS = frozenset({"h264"})
-# A video is decoded in at most one segment per this many targets: each segment opens the file again and may decode
-# up to a GOP before its first target.
-_MIN_SEGMENT_TARGETS = 4
 
 
 @dataclass(frozen=True)
@@ -169,10 +171,10 @@ def _decode_exact(decoder: _Decoder, targets: tuple[float, ...], keys: list[floa
     """For each target time (ascending), the last frame whose time is <= target (the frame on screen at that time).
 
     Decodes forward while the next target's keyframe is not ahead of the decoder; seeks to that keyframe when it is
-    (and skips at least ``_SEEK_MIN_SKIP_FRAMES`` frames). Without keyframe times it decodes sequentially.
+    (and skips at least ``SEEK_MIN_SKIP_FRAMES`` frames). Without keyframe times it decodes sequentially.
     """
     eps = 1e-6
-    margin = _SEEK_MIN_SKIP_FRAMES * decoder.frame_seconds
+    margin = SEEK_MIN_SKIP_FRAMES * decoder.frame_seconds
     times: list[float] = []
     index = 0
     position = -math.inf  # time of the last decoded frame
@@ -238,20 +240,6 @@ def _decode_exact(decoder: _Decoder, targets: tuple[float, ...], keys: list[floa
     return times
 
 
-def _planned_seeks(targets: tuple[float, ...], keys: list[float], frame_seconds: float) -> int:
-    """How many seeks :func:`_decode_exact` will make (the same rule, ignoring recovery from inexact seeks)."""
-    if not keys:
-        return 0
-    margin = _SEEK_MIN_SKIP_FRAMES * frame_seconds
-    seeks, position = 0, keys[0]
-    for target in targets:
-        key = keys[max(bisect.bisect_right(keys, target + 1e-6) - 1, 0)]
-        if key > position + margin:
-            seeks += 1
-        position = max(position, target)
-    return seeks
-
-
 def _decode_keyframes(
     decoder: _Decoder, targets: tuple[float, ...], keys: list[float], store, end: float | None
 ) -> list[float]:
@@ -292,98 +280,10 @@ def _decode_keyframes(
     return times
 
 
-def _segments(count: int, workers: int, costs: tuple[np.ndarray, np.ndarray] | None = None) -> list[tuple[int, int]]:
-    """``[start, stop)`` ranges of the targets, one per worker (at most one per ``_MIN_SEGMENT_TARGETS`` targets), with
-    the costliest segment as cheap as it can be. ``costs`` is ``(start, step)`` (:func:`_exact_costs`): what target
-    ``j`` costs when a segment begins at it and when it follows target ``j - 1`` in a segment; without it, one unit a
-    target (equal counts)."""
-    parts = max(1, min(workers, count // _MIN_SEGMENT_TARGETS))
-    if parts == 1:
-        return [(0, count)]
-    start, step = costs if costs is not None else (np.ones(count, dtype=np.int64), np.ones(count, dtype=np.int64))
-    start, step = start.tolist(), step.tolist()
-
-    def packed(bound: int) -> list[tuple[int, int]] | None:
-        """Greedy packing under ``bound`` (each segment as long as it stays within it), None past ``parts``.
-        Greedy is optimal here: a segment never costs more for starting later (a later start's keyframe is no
-        earlier), so the least feasible bound is the least largest segment."""
-        ranges, first = [], 0
-        while first < count:
-            cost, stop = start[first], first + 1
-            if cost > bound:
-                return None
-            while stop < count and cost + step[stop] <= bound:
-                cost += step[stop]
-                stop += 1
-            ranges.append((first, stop))
-            if len(ranges) > parts:
-                return None
-            first = stop
-        return ranges
-
-    low, high = 1, start[0] + sum(step[1:])  # one segment always fits the whole cost
-    while low < high:
-        middle = (low + high) // 2
-        if packed(middle) is None:
-            low = middle + 1
-        else:
-            high = middle
-    return packed(low)
-
-
-def _exact_costs(
-    packet_times: np.ndarray, keys: list[float], shown_times: np.ndarray, frame_seconds: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Packets exact mode decodes for each target, by the packet index (``packet_times``: the time of every packet
-    shown, ascending): ``start``, from the keyframe at or before the frame it shows, when a segment begins at it;
-    ``step``, from the previous target's frame, or from its keyframe where :func:`_decode_exact` seeks, when it
-    follows the previous target. Splitting by these (:func:`_segments`) makes the costliest segment as cheap as a
-    contiguous split can; splitting by target count gave the costliest of 2 segments 9% more packets than an even
-    share on a 10 s GOP clip, and the costliest of 16, 67% more. (Packets an edit list discards are decoded but not
-    counted: they lie before the first frame shown.)"""
-    shown = np.searchsorted(packet_times, shown_times - 1e-9)
-    key_times = np.asarray(keys)
-    key_of = key_times[np.maximum(np.searchsorted(key_times, shown_times + 1e-9, side="right") - 1, 0)]
-    start = np.maximum(shown - np.searchsorted(packet_times, key_of - 1e-9) + 1, 1)
-    previous_times = np.concatenate(([-math.inf], shown_times[:-1]))
-    seeks = key_of > previous_times + _SEEK_MIN_SKIP_FRAMES * frame_seconds
-    step = np.where(seeks, start, np.diff(shown, prepend=shown[0]))
-    return start.astype(np.int64), step.astype(np.int64)
-
-
-def _exact_targets(plan: VideoPlan, index: PacketIndex, seconds_per_tick: float) -> tuple[float, ...]:
-    """Exact mode's target times. Planned frame ``i`` is the ``i``-th frame shown, as the reference's readers count
-    (decord, torchcodec and torchvision index frames, not seconds), so its target is that frame's own time from the
-    packet index: the frame on screen then is frame ``i``, whatever the timestamps (variable rate, gaps). Without a
-    complete index, or for an index past the frames it lists, the planned time plus half a frame: frame ``i`` of a
-    constant-rate file, even where the container rounded its timestamps up (Matroska stores milliseconds: 2/30 s
-    becomes 0.067 s)."""
-    nominal = [seconds + 0.5 / plan.source_fps for seconds in plan.frame_times]
-    if index.pts is None:
-        return tuple(nominal)
-    shown = (index.pts - index.origin) * seconds_per_tick
-    targets = [
-        float(shown[frame]) if frame < len(shown) else later
-        for frame, later in zip(plan.frame_indices, nominal, strict=True)
-    ]
-    return tuple(np.maximum.accumulate(targets).tolist()) if targets else ()
-
-
-def _shown_frames(index: PacketIndex, origin: int, seconds_per_tick: float, targets: tuple[float, ...]):
-    """The timestamp and time of the frame on screen at each target by the packet index (the last packet whose time is
-    <= the target; the first packet for a target before it), the rule :func:`_decode_exact` applies to the decoded
-    frames. None without a complete index."""
-    if index.pts is None or not len(index.pts):
-        return None
-    times = (index.pts - origin) * seconds_per_tick
-    slots = np.clip(np.searchsorted(times, np.asarray(targets) + 1e-6, side="right") - 1, 0, len(times) - 1)
-    return index.pts[slots], times[slots]
-
-
 @dataclass(frozen=True)
 class _Span:
     """What decoding any range of a plan's targets needs: the output array (each range fills its own rows), the
-    target times (:func:`_exact_targets` in exact mode, the planned times in keyframe mode), the keyframe times and
+    target times (:func:`exact_targets` in exact mode, the planned times in keyframe mode), the keyframe times and
     the stream's end from the packet scan, the mode and the deadline; in exact mode, the timestamp and time of the
     frame each target shows by the packet index (``shown_pts``/``shown_times``, None when the index is incomplete),
     which lets the decoder skip the non-reference frames no target shows."""
@@ -419,7 +319,7 @@ class _Span:
         # Frame threading pays off on long forward runs, but every seek flushes its pipeline (measured on 2 cores:
         # 30% to 40% slower when seeking per target), so it is used only when no seek is planned.
         seeks = (
-            len(targets) if self.seek_mode == "keyframe" else _planned_seeks(targets, self.keys, decoder.frame_seconds)
+            len(targets) if self.seek_mode == "keyframe" else planned_seeks(targets, self.keys, decoder.frame_seconds)
         )
         stream.thread_type = "SLICE" if seeks else "AUTO"
         if self.seek_mode == "keyframe":
@@ -476,7 +376,7 @@ def load_video(
     display matrix, or the legacy ``rotate`` tag); memory holds only the kept frames.
 
     ``workers > 1`` splits the targets into up to that many contiguous segments (at most one per
-    ``_MIN_SEGMENT_TARGETS`` targets), decoded concurrently in threads, each with its own container and decoder seeking
+    ``MIN_SEGMENT_TARGETS`` targets), decoded concurrently in threads, each with its own container and decoder seeking
     to the keyframe before its first target; the frames and times are the same as with one worker. In exact mode the
     split evens out the packets each segment decodes (by the packet index), not the number of targets. Each segment's
     decoder has ``DECODER_THREADS // segments`` threads, at least one. Memory: the kept frames (one array, ``frames x height x
@@ -523,8 +423,8 @@ def load_video(
         decoder.seek(0.0)
         shown = None
         if seek_mode == "exact":
-            targets = _exact_targets(plan, index, decoder.seconds_per_tick)
-            shown = _shown_frames(index, index.origin, decoder.seconds_per_tick, targets)
+            targets = exact_targets(plan, index, decoder.seconds_per_tick)
+            shown = shown_frames(index, index.origin, decoder.seconds_per_tick, targets)
         span = _Span(
             name,
             plan,
@@ -541,8 +441,8 @@ def load_video(
         costs = None
         if shown is not None and index.keys and workers > 1:
             packet_times = (index.pts - index.origin) * decoder.seconds_per_tick
-            costs = _exact_costs(packet_times, index.keys, shown[1], decoder.frame_seconds)
-        segments = _segments(len(targets), workers, costs)
+            costs = exact_costs(packet_times, index.keys, shown[1], decoder.frame_seconds)
+        segments = split_into_segments(len(targets), workers, costs)
         if len(segments) == 1:
             times = span.decode(decoder, 0, len(targets))
             decoded = decoder.decoded
