@@ -429,12 +429,11 @@ def balance(videos: list[Path], frame_counts: list[int], segment_counts: tuple[i
         with av.open(str(video)) as container:
             stream = container.streams.video[0]
             index = scan_packets(container, stream, str(video))
-            seconds_per_tick, frame_seconds = float(stream.time_base), 1 / float(stream.average_rate)
-        packet_times = (index.pts - index.origin) * seconds_per_tick
+            frame_seconds = 1 / float(stream.average_rate)
         for frames in frame_counts:
-            targets = targeting.exact_targets(_plan(str(video), frames), index, seconds_per_tick)
-            _, shown_times = targeting.shown_frames(index, index.origin, seconds_per_tick, targets)
-            start, step = targeting.exact_costs(packet_times, index.keys, shown_times, frame_seconds)
+            targets = targeting.exact_targets(_plan(str(video), frames), index)
+            _, shown_times = targeting.shown_frames(index, targets)
+            start, step = targeting.exact_costs(index.times, index.keys, shown_times, frame_seconds)
             for count in segment_counts:
                 equal = _costliest(targeting.split_into_segments(frames, count), start, step)
                 balanced = _costliest(targeting.split_into_segments(frames, count, (start, step)), start, step)

@@ -188,7 +188,7 @@ def test_without_a_complete_packet_index_exact_mode_aims_half_a_frame_past_the_p
     scan = media.video.scan_packets
 
     def incomplete(*args, **kwargs):
-        return dataclasses.replace(scan(*args, **kwargs), pts=None)
+        return dataclasses.replace(scan(*args, **kwargs), pts=None, times=None)
 
     monkeypatch.setattr(media.video, "scan_packets", incomplete)
     plan = media.plan_probed_video(media.probe(files[kind]), BIG, VideoPolicy(fps=7.5))
@@ -242,8 +242,8 @@ def test_exact_mode_decodes_again_when_the_packet_index_mispredicts_the_frames_s
     plan = media.plan_probed_video(media.probe(path), BIG, VideoPolicy(fps=7.5))
     victim = next(i for i, frame in enumerate(plan.frame_indices) if frame % 2 and i > len(plan.frame_indices) // 3)
 
-    def one_target_mispredicted(index, origin, seconds_per_tick, targets):
-        pts, times = predict(index, origin, seconds_per_tick, targets)
+    def one_target_mispredicted(index, targets):
+        pts, times = predict(index, targets)
         pts = pts.copy()
         pts[victim] = index.pts[np.searchsorted(index.pts, pts[victim]) + 1]
         return pts, times

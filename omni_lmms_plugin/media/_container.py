@@ -60,6 +60,7 @@ class PacketIndex:
     * ``pts``: the presentation timestamps (ticks) of the packets the decoder shows (all but those marked discard, as
       edit lists mark), ascending: ``pts[i]`` is frame ``i``'s. None when some packet has none (then which packet
       shows which frame is unknown);
+    * ``times``: the same packets' times (seconds from ``origin``), or None with ``pts``;
     * ``first`` / ``end``: where the packets start and end (seconds from ``origin``; None without packets);
     * ``count``: the packets shown that have a timestamp (the frames shown, for a complete index).
     """
@@ -67,6 +68,7 @@ class PacketIndex:
     origin: int
     keys: list[float]
     pts: np.ndarray | None
+    times: np.ndarray | None
     first: float | None
     end: float | None
     count: int
@@ -104,10 +106,12 @@ def scan_packets(container, stream, name: str, deadline: float | None = None) ->
     def seconds(ticks: int) -> float:
         return (ticks - origin) * seconds_per_tick
 
+    pts = np.sort(np.asarray(shown, dtype=np.int64)) if complete else None
     return PacketIndex(
         origin=origin,
         keys=sorted(seconds(key) for key in keys),
-        pts=np.sort(np.asarray(shown, dtype=np.int64)) if complete else None,
+        pts=pts,
+        times=(pts - origin) * seconds_per_tick if pts is not None else None,
         first=seconds(min(stamps)) if stamps else None,
         end=seconds(end) if end is not None else None,
         count=len(shown),

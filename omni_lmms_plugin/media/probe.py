@@ -6,6 +6,7 @@ came from. Times are float seconds from the start of the video stream.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -17,7 +18,7 @@ import av
 from ..budget import MAX_ASPECT_RATIO, QWEN25_OMNI, Geometry, TokenBudget
 from ..errors import MediaError
 from ..video_plan import VideoPlan, VideoPolicy, linspace_indices, plan_video
-from ._container import MAX_CODED_PIXELS, PacketIndex, check_file, open_container, scan_packets, seconds_of
+from ._container import MAX_CODED_PIXELS, check_file, open_container, scan_packets, seconds_of
 
 __all__ = ["MediaInfo", "probe", "plan_probed_video", "display_rotation"]
 
@@ -150,13 +151,8 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         context = video.codec_context
         header = seconds_of(video.duration, video.time_base)
         tag = _duration_tag(video.metadata)
-        scanned: list[PacketIndex] = []
-
-        def packets() -> PacketIndex:
-            """The packet index, demuxed once (a second scan would start at the end of the stream)."""
-            if not scanned:
-                scanned.append(scan_packets(container, video, name))
-            return scanned[0]
+        # The packet index, demuxed at most once (a second scan would start at the end of the stream).
+        packets = functools.cache(functools.partial(scan_packets, container, video, name))
 
         frame_count = video.frames or None
         count_source = "header"

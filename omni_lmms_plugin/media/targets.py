@@ -107,7 +107,7 @@ def exact_costs(
     return start.astype(np.int64), step.astype(np.int64)
 
 
-def exact_targets(plan: VideoPlan, index: PacketIndex, seconds_per_tick: float) -> tuple[float, ...]:
+def exact_targets(plan: VideoPlan, index: PacketIndex) -> tuple[float, ...]:
     """Exact mode's target times. Planned frame ``i`` is the ``i``-th frame shown, as the reference's readers count
     (decord, torchcodec and torchvision index frames, not seconds), so its target is that frame's own time from the
     packet index: the frame on screen then is frame ``i``, whatever the timestamps (variable rate, gaps). Without a
@@ -115,22 +115,20 @@ def exact_targets(plan: VideoPlan, index: PacketIndex, seconds_per_tick: float) 
     constant-rate file, even where the container rounded its timestamps up (Matroska stores milliseconds: 2/30 s
     becomes 0.067 s)."""
     nominal = [seconds + 0.5 / plan.source_fps for seconds in plan.frame_times]
-    if index.pts is None:
+    if index.times is None:
         return tuple(nominal)
-    shown = (index.pts - index.origin) * seconds_per_tick
     targets = [
-        float(shown[frame]) if frame < len(shown) else later
+        float(index.times[frame]) if frame < len(index.times) else later
         for frame, later in zip(plan.frame_indices, nominal, strict=True)
     ]
     return tuple(np.maximum.accumulate(targets).tolist()) if targets else ()
 
 
-def shown_frames(index: PacketIndex, origin: int, seconds_per_tick: float, targets: tuple[float, ...]):
+def shown_frames(index: PacketIndex, targets: tuple[float, ...]):
     """The timestamp and time of the frame on screen at each target by the packet index (the last packet whose time is
     <= the target; the first packet for a target before it), the rule :func:`.video._decode_exact` applies to the decoded
     frames. None without a complete index."""
     if index.pts is None or not len(index.pts):
         return None
-    times = (index.pts - origin) * seconds_per_tick
-    slots = np.clip(np.searchsorted(times, np.asarray(targets) + 1e-6, side="right") - 1, 0, len(times) - 1)
-    return index.pts[slots], times[slots]
+    slots = np.clip(np.searchsorted(index.times, np.asarray(targets) + 1e-6, side="right") - 1, 0, len(index.pts) - 1)
+    return index.pts[slots], index.times[slots]

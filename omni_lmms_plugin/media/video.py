@@ -21,7 +21,7 @@ from ..budget import TokenBudget
 from ..config import SeekChoice
 from ..errors import ConfigError, DecodeTimeoutError, MediaError
 from ..video_plan import VideoPlan, VideoPolicy
-from ._container import DEADLINE_EVERY, check_file, open_container, scan_packets
+from ._container import DEADLINE_EVERY, PacketIndex, check_file, open_container, scan_packets
 from .audio import decode_audio
 from .probe import display_rotation, plan_probed_video, probe
 from .targets import (
@@ -283,8 +283,8 @@ def _decode_keyframes(
 @dataclass(frozen=True)
 class _Span:
     """What decoding any range of a plan's targets needs: the output array (each range fills its own rows), the
-    target times (:func:`exact_targets` in exact mode, the planned times in keyframe mode), the keyframe times and
-    the stream's end from the packet scan, the mode and the deadline; in exact mode, the timestamp and time of the
+    target times (:func:`exact_targets` in exact mode, the planned times in keyframe mode), the packet index (time
+    zero, keyframe times, the stream's end), the mode and the deadline; in exact mode, the timestamp and time of the
     frame each target shows by the packet index (``shown_pts``/``shown_times``, None when the index is incomplete),
     which lets the decoder skip the non-reference frames no target shows."""
 
@@ -292,9 +292,7 @@ class _Span:
     plan: VideoPlan
     frames: np.ndarray
     targets: tuple[float, ...]
-    origin: int
-    keys: list[float]
-    end: float | None
+    index: PacketIndex
     seek_mode: str
     deadline: float
     shown_pts: np.ndarray | None = None
@@ -304,7 +302,7 @@ class _Span:
         """Decode targets ``[start, stop)`` into ``frames[start:stop]`` with ``decoder``; returns their times.
         ``skip=False`` decodes every frame on the way (no frame skipping)."""
         stream, plan, frames = decoder.stream, self.plan, self.frames
-        targets = self.targets[start:stop]
+        targets, keys = self.targets[start:stop], self.index.keys
 
         def store(index: int, frame, copy_from: int | None = None) -> None:
             if copy_from is not None:
@@ -318,16 +316,14 @@ class _Span:
 
         # Frame threading pays off on long forward runs, but every seek flushes its pipeline (measured on 2 cores:
         # 30% to 40% slower when seeking per target), so it is used only when no seek is planned.
-        seeks = (
-            len(targets) if self.seek_mode == "keyframe" else planned_seeks(targets, self.keys, decoder.frame_seconds)
-        )
+        seeks = len(targets) if self.seek_mode == "keyframe" else planned_seeks(targets, keys, decoder.frame_seconds)
         stream.thread_type = "SLICE" if seeks else "AUTO"
         if self.seek_mode == "keyframe":
-            return _decode_keyframes(decoder, targets, self.keys, store, self.end)
+            return _decode_keyframes(decoder, targets, keys, store, self.index.end)
         if not skip or self.shown_pts is None or stream.codec_context.name not in _SKIPPING_CODECS:
-            return _decode_exact(decoder, targets, self.keys, store)
+            return _decode_exact(decoder, targets, keys, store)
         decoder.keep = frozenset(self.shown_pts[start:stop].tolist())
-        times = _decode_exact(decoder, targets, self.keys, store)
+        times = _decode_exact(decoder, targets, keys, store)
         if np.allclose(times, self.shown_times[start:stop], rtol=0, atol=1e-9):
             return times
         # The decoder showed other frames than the packet index predicted (it dropped or re-timed a kept packet's
@@ -344,7 +340,7 @@ class _Span:
         with open_container(self.name) as container:
             stream = container.streams.video[0]
             stream.thread_count = threads
-            decoder = _Decoder(container, stream, self.name, self.deadline, self.origin)
+            decoder = _Decoder(container, stream, self.name, self.deadline, self.index.origin)
             return self.decode(decoder, start, stop, skip=skip), decoder.decoded
 
 
@@ -423,16 +419,14 @@ def load_video(
         decoder.seek(0.0)
         shown = None
         if seek_mode == "exact":
-            targets = exact_targets(plan, index, decoder.seconds_per_tick)
-            shown = shown_frames(index, index.origin, decoder.seconds_per_tick, targets)
+            targets = exact_targets(plan, index)
+            shown = shown_frames(index, targets)
         span = _Span(
             name,
             plan,
             frames,
             targets,
-            index.origin,
-            index.keys,
-            index.end,
+            index,
             seek_mode,
             deadline,
             shown_pts=None if shown is None else shown[0],
@@ -440,8 +434,7 @@ def load_video(
         )
         costs = None
         if shown is not None and index.keys and workers > 1:
-            packet_times = (index.pts - index.origin) * decoder.seconds_per_tick
-            costs = exact_costs(packet_times, index.keys, shown[1], decoder.frame_seconds)
+            costs = exact_costs(index.times, index.keys, shown[1], decoder.frame_seconds)
         segments = split_into_segments(len(targets), workers, costs)
         if len(segments) == 1:
             times = span.decode(decoder, 0, len(targets))
@@ -456,11 +449,10 @@ def load_video(
             decoded = sum(count for _, count in parts)
         if len(times) != plan.frames:
             raise MediaError(name, f"decoded {len(times)} of {plan.frames} planned frames")
-        shown_count = len(index.pts) if index.pts is not None else None
-        past_end = [frame for frame in plan.frame_indices if shown_count is not None and frame >= shown_count]
+        past_end = [frame for frame in plan.frame_indices if index.pts is not None and frame >= len(index.pts)]
         if seek_mode == "exact" and past_end:
             notes.append(
-                f"the file shows {shown_count} frames but the plan counts {plan.total_frames}: planned frames "
+                f"the file shows {len(index.pts)} frames but the plan counts {plan.total_frames}: planned frames "
                 f"{past_end[0]} to {past_end[-1]} ({len(past_end)}) are its last frame (a truncated file, or a header "
                 "that overstates its length)"
             )
