@@ -1,8 +1,9 @@
 """Time our video loader against the loaders lmms-eval and qwen-omni-utils use, on long synthetic videos.
 
     python benchmarks/loader.py [--cache DIR] [--frames 16 64 256] [--quick] [--loaders NAME ...] [--workers 1 2 ...]
-                                [--encodings fast realistic] [--repeat N]
+                                [--encodings fast realistic] [--repeat N] [--resize reference|fast]
     python benchmarks/loader.py --scaling [--frames 256] [--quick] [--encodings fast realistic] [--repeat N]
+                                [--resize reference|fast]
 
 Generates (once, into ``--cache``) 10-minute 1280x720 30 fps H.264 + AAC videos, with a 2 s GOP and with a 10 s GOP, in
 two encodings (``omni_lmms_plugin.synthetic_media``): ``fast`` (flat grey content, x264 ultrafast, no B-frames; about
@@ -17,10 +18,13 @@ alike) N times, each in a fresh process, and keeps the fastest.
 Loaders:
 
 * ``ours-exact`` / ``ours-keyframe``: :func:`omni_lmms_plugin.media.load_video` with a plan of exactly N frames at the
-  ``smart_resize`` size (560x1008 for 720p), seek_mode exact / keyframe, video only like the other loaders;
-  ``ours-exact+audio`` also decodes the first 300 s of audio to 16 kHz mono (what audio-in-video adds).
+  ``smart_resize`` size (560x1008 for 720p), seek_mode exact / keyframe, video only like the other loaders, resized at
+  ``--resize`` precision (``reference``, the default: qwen-omni-utils' float arithmetic, its pixels bit for bit;
+  ``fast``: torch's uint8 kernel); ``ours-exact+audio`` also decodes the first 300 s of audio to 16 kHz mono (what
+  audio-in-video adds).
 * ``pyav-seek``: the naive sketch exact mode must beat: for each target, seek to the keyframe before it and decode
-  forward to it (no reuse between targets), resized the same way.
+  forward to it (no reuse between targets), resized by the same function at the same precision, so that the two
+  differ only in what they decode.
 * ``pyav-sequential``: the reference for exact mode: plain PyAV decoding of every frame, keeping (and resizing the same
   way) the frame on screen at each planned time; exact mode must not be more than 10% slower.
 * ``lmms-eval``: ``lmms_eval.models.model_utils.load_video.read_video(path, num_frm=N, backend="pyav")`` (native size).
@@ -50,6 +54,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
+
+from omni_lmms_plugin.config import ResizeChoice
 
 LOADERS = (
     "ours-exact",
@@ -88,11 +95,13 @@ def _plan(path: str, frames: int, audio: bool = False):
     return plan_probed_video(info, 10**9, policy)
 
 
-def _sequential(path: str, plan) -> tuple:
+def _sequential(path: str, plan, resize: str) -> tuple:
     """Decode every frame in order; keep the frame on screen at each planned time (exact mode's frames on these
     constant-rate clips)."""
     import av
     import numpy as np
+
+    from omni_lmms_plugin.media.resize import resize_frame
 
     out = np.empty((plan.frames, plan.height, plan.width, 3), dtype=np.uint8)
     targets = plan.frame_times
@@ -104,26 +113,23 @@ def _sequential(path: str, plan) -> tuple:
         for frame in container.decode(stream):
             seconds = float((frame.pts - origin) * time_base)
             while index < len(targets) and seconds > targets[index] + 1e-6:
-                chosen = previous if previous is not None else frame
-                out[index] = chosen.to_ndarray(
-                    width=plan.width, height=plan.height, format="rgb24", interpolation="BICUBIC"
-                )
+                resize_frame(previous if previous is not None else frame, out[index], 0, resize)
                 index += 1
             if index == len(targets):
                 break
             previous = frame
         while index < len(targets):
-            out[index] = previous.to_ndarray(
-                width=plan.width, height=plan.height, format="rgb24", interpolation="BICUBIC"
-            )
+            resize_frame(previous, out[index], 0, resize)
             index += 1
     return out.shape, out.nbytes
 
 
-def _seek_per_target(path: str, plan) -> tuple:
+def _seek_per_target(path: str, plan, resize: str) -> tuple:
     """For each planned time: seek to the keyframe at or before it, decode forward to the frame on screen then."""
     import av
     import numpy as np
+
+    from omni_lmms_plugin.media.resize import resize_frame
 
     out = np.empty((plan.frames, plan.height, plan.width, 3), dtype=np.uint8)
     with av.open(path) as container:
@@ -136,14 +142,13 @@ def _seek_per_target(path: str, plan) -> tuple:
                 if previous is not None and float((frame.pts - origin) * time_base) > target + 1e-6:
                     break
                 previous = frame
-            out[index] = previous.to_ndarray(
-                width=plan.width, height=plan.height, format="rgb24", interpolation="BICUBIC"
-            )
+            resize_frame(previous, out[index], 0, resize)
     return out.shape, out.nbytes
 
 
-def worker(loader: str, path: str, frames: int, workers: int = 1) -> dict:
-    """Import what ``loader`` needs, then time one load of ``frames`` frames (ours with ``workers`` threads)."""
+def worker(loader: str, path: str, frames: int, workers: int = 1, resize: str = "reference") -> dict:
+    """Import what ``loader`` needs, then time one load of ``frames`` frames (ours with ``workers`` threads; ours and
+    the PyAV sketches resized at ``resize`` precision)."""
     if loader.startswith("qwen-"):
         os.environ["FORCE_QWENVL_VIDEO_READER"] = loader.split("-", 1)[1]
         from qwen_omni_utils.v2_5.vision_process import fetch_video
@@ -164,18 +169,18 @@ def worker(loader: str, path: str, frames: int, workers: int = 1) -> dict:
         plan = _plan(path, frames, audio=loader.endswith("+audio"))
 
         def call():
-            video = load_video(path, plan, seek_mode=mode, decode_timeout=3600, workers=workers)
+            video = load_video(path, plan, seek_mode=mode, decode_timeout=3600, workers=workers, resize=resize)
             return video.frames.shape, video.frames.nbytes
     elif loader == "pyav-sequential":
         plan = _plan(path, frames)
 
         def call():
-            return _sequential(path, plan)
+            return _sequential(path, plan, resize)
     elif loader == "pyav-seek":
         plan = _plan(path, frames)
 
         def call():
-            return _seek_per_target(path, plan)
+            return _seek_per_target(path, plan, resize)
     else:
         raise SystemExit(f"Invalid loader ({loader}). Supported values are {', '.join(LOADERS)}.")
     base = _rss_bytes()
@@ -227,9 +232,10 @@ def ensure_videos(cache: Path, quick: bool, encodings: tuple[str, ...] = ENCODIN
     return paths
 
 
-def run_one(loader: str, path: Path, frames: int, workers: int = 1) -> dict:
+def run_one(loader: str, path: Path, frames: int, workers: int = 1, resize: str = "reference") -> dict:
     """Run one load in a fresh subprocess; its own peak RSS comes from ``os.wait4``."""
-    command = [sys.executable, os.path.abspath(__file__), "--worker", loader, str(path), str(frames), str(workers)]
+    arguments = [loader, str(path), str(frames), str(workers), resize]
+    command = [sys.executable, os.path.abspath(__file__), "--worker", *arguments]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
         _, status, usage = os.wait4(process.pid, 0)  # reap it ourselves to get this child's own rusage
@@ -245,12 +251,12 @@ def run_one(loader: str, path: Path, frames: int, workers: int = 1) -> dict:
     return result
 
 
-def fastest_of(runs: int, loader: str, path: Path, frames: int, workers: int = 1) -> dict:
+def fastest_of(runs: int, loader: str, path: Path, frames: int, workers: int = 1, resize: str = "reference") -> dict:
     """The fastest of ``runs`` fresh-process loads (with its own peak RSS), or the first failure: a sub-second load
     varies by 20% and more from one process to the next on a shared VM."""
     best: dict = {}
     for _ in range(runs):
-        result = run_one(loader, path, frames, workers)
+        result = run_one(loader, path, frames, workers, resize)
         if "error" in result:
             return result
         if not best or result["seconds"] < best["seconds"]:
@@ -290,22 +296,30 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="fresh-process runs per row (every loader alike); the fastest counts",
     )
+    parser.add_argument(
+        "--resize",
+        default="reference",
+        choices=get_args(ResizeChoice),
+        help="resize precision of our loaders and the PyAV sketches (the resize model arg)",
+    )
     parser.add_argument("--scaling", action="store_true", help="the per-core scaling table of our loaders")
-    parser.add_argument("--worker", nargs=4, metavar=("LOADER", "PATH", "FRAMES", "WORKERS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", nargs=5, metavar=("LOADER", "PATH", "FRAMES", "WORKERS", "RESIZE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.worker:
-        loader, path, frames, workers = args.worker
-        print(json.dumps(worker(loader, path, int(frames), int(workers))), flush=True)
+        loader, path, frames, workers, resize = args.worker
+        print(json.dumps(worker(loader, path, int(frames), int(workers), resize)), flush=True)
         return 0
 
     videos = ensure_videos(args.cache, args.quick, tuple(args.encodings))
     if args.scaling:
-        return scaling(videos, args.frames, args.repeat)
+        return scaling(videos, args.frames, args.repeat, args.resize)
     loaders = [loader for loader in args.loaders if available(loader)]
     skipped = sorted(set(args.loaders) - set(loaders))
     if skipped:
         print(f"skipped (not installed): {', '.join(skipped)}")
-    print(f"{cores} cores; each load in a fresh process")
+    print(f"{cores} cores; each load in a fresh process; resize={args.resize} (ours and the PyAV sketches)")
     header = f"{'video':<34} {'frames':>6} {'loader':<16} {'workers':>7} {'wall s':>8} {'÷ lmms':>7} {'peak MB':>8} {'base MB':>8} {'kept MB':>8}  shape"
     print(header)
     print("-" * len(header))
@@ -313,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     for video in videos:
         for frames in args.frames:
             results = {
-                (loader, workers): fastest_of(args.repeat, loader, video, frames, workers)
+                (loader, workers): fastest_of(args.repeat, loader, video, frames, workers, args.resize)
                 for loader in loaders
                 for workers in (args.workers if loader.startswith("ours-") else [1])
             }
@@ -331,20 +345,20 @@ def main(argv: list[str] | None = None) -> int:
                     f"{'x'.join(map(str, result['shape']))}",
                     flush=True,
                 )
-            keep_fastest_when_slower(video, frames, results)
+            keep_fastest_when_slower(video, frames, results, args.resize)
             ok = check_targets(video, frames, results, max(args.workers)) and ok
             print(flush=True)
     return 0 if ok else 1
 
 
-def keep_fastest_when_slower(video: Path, frames: int, results: dict) -> None:
+def keep_fastest_when_slower(video: Path, frames: int, results: dict, resize: str) -> None:
     """When exact mode (one worker) looks more than 10% slower than sequential decoding, time both ``REMEASURE`` more
     times and keep each one's fastest run: one fresh-process timing of a sub-second load varies by 20% and more."""
     exact, sequential = results.get(("ours-exact", 1), {}), results.get(("pyav-sequential", 1), {})
     if "seconds" not in exact or "seconds" not in sequential or exact["seconds"] <= 1.1 * sequential["seconds"]:
         return
     for loader, result in (("ours-exact", exact), ("pyav-sequential", sequential)):
-        again = fastest_of(REMEASURE, loader, video, frames)
+        again = fastest_of(REMEASURE, loader, video, frames, resize=resize)
         before = result["seconds"]
         result["seconds"] = min(before, again.get("seconds", before))
         print(f"  remeasured {loader}: {before:.2f} s, then {REMEASURE} more: keeping {result['seconds']:.2f} s")
@@ -380,11 +394,11 @@ def check_targets(video: Path, frames: int, results: dict, most_workers: int) ->
     return True
 
 
-def scaling(videos: list[Path], frame_counts: list[int], repeat: int = 1) -> int:
+def scaling(videos: list[Path], frame_counts: list[int], repeat: int = 1, resize: str = "reference") -> int:
     """Frames per second of our loaders at 1, 2, 4, ... workers and at every core; returns 0."""
     cores = os.cpu_count() or 1
     counts = sorted({1, cores, *(2**i for i in range(1, cores.bit_length()) if 2**i <= cores)})
-    print(f"per-core scaling on {cores} cores (each load in a fresh process)")
+    print(f"per-core scaling on {cores} cores (each load in a fresh process; resize={resize})")
     print("| video | frames | loader | workers | wall s | frames/s | speed-up | per worker |")
     print("|---|---|---|---|---|---|---|---|")
     for video in videos:
@@ -392,7 +406,7 @@ def scaling(videos: list[Path], frame_counts: list[int], repeat: int = 1) -> int
             for loader in ("ours-exact", "ours-keyframe"):
                 single = None
                 for workers in counts:
-                    result = fastest_of(repeat, loader, video, frames, workers)
+                    result = fastest_of(repeat, loader, video, frames, workers, resize)
                     if "error" in result:
                         print(f"| {video.name} | {frames} | {loader} | {workers} | failed: {result['error']} |||")
                         continue

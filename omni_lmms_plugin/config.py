@@ -32,6 +32,9 @@ DtypeChoice = Literal["auto", "bfloat16", "float16", "float32"]
 AudioChoice = Literal["auto", "true", "false"]
 FailureChoice = Literal["record", "raise"]
 SeekChoice = Literal["exact", "keyframe"]
+# How kept frames are resized: the reference's float arithmetic (its pixels, bit for bit) or torch's faster uint8
+# kernel of the same filter (media/resize.py).
+ResizeChoice = Literal["reference", "fast"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "attn_implementation": get_args(AttnChoice),
@@ -39,6 +42,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "use_audio_in_video": get_args(AudioChoice),
     "on_failure": get_args(FailureChoice),
     "seek_mode": get_args(SeekChoice),
+    "resize": get_args(ResizeChoice),
     "frame_policy": get_args(FramePolicy),
 }
 
@@ -90,6 +94,7 @@ class AdapterConfig:
     on_failure: FailureChoice = "record"
     decode_timeout: float = 120.0
     seek_mode: SeekChoice = "exact"
+    resize: ResizeChoice = "reference"
     max_memory_gib: float | None = None
     vision_group_frames: int = 64
     prefetch: int = 1

@@ -97,6 +97,7 @@ def prepare_inputs(processor: Any, request: Request, plan: RequestPlan, config: 
                     entry.plan,
                     decode_timeout=config.decode_timeout,
                     seek_mode=config.seek_mode,
+                    resize=config.resize,
                     workers=config.video_decode_workers(),
                 )
             decode_seconds += loaded.decode_seconds

@@ -160,6 +160,22 @@ def test_prefetch_gives_the_same_inputs_and_answers_as_the_sequential_path(tiny_
     assert results[0] == results[2]
 
 
+def test_the_resize_model_arg_reaches_the_pixels_and_the_resume_key(tiny_7b, media, tmp_path):
+    """``resize=fast`` feeds the model other pixels than the default (``reference``, fetch_video's pixels: see
+    ``test_reference_parity.py``), and a run with it is not resumed from a default run. Catches the arg not passed on
+    to ``load_video`` in ``inputs.py`` (checked by hand: the input hashes were equal) and ``resize`` listed among the
+    args left out of the resume key."""
+    docs = [{"question": "Q", "visuals": [media["video"]]}]
+    logged = {}
+    for resize in ("reference", "fast"):
+        model = make_model(tiny_7b, tmp_path / resize, resize=resize)
+        model.generate_until(requests(model, docs))
+        logged[resize] = records(tmp_path / resize)[-1]
+    assert logged["reference"]["media"][0]["frames"] == logged["fast"]["media"][0]["frames"]
+    assert logged["reference"]["input_hash"] != logged["fast"]["input_hash"]
+    assert logged["reference"]["config_key"] != logged["fast"]["config_key"]
+
+
 def test_a_memory_cap_shrinks_the_plan_before_generating(tiny_7b, media, tmp_path):
     uncapped = make_model(tiny_7b, tmp_path / "free")
     uncapped.generate_until(requests(uncapped, [{"question": "Q", "visuals": [media["long"]]}]))

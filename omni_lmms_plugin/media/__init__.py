@@ -1,7 +1,8 @@
-"""Media with PyAV only (numpy + av; no torch, no ffmpeg binary), one module per job:
+"""Media with PyAV (numpy + av, no ffmpeg binary; torch only for resizing kept frames), one module per job:
 
 * :mod:`.probe`: metadata without decoding (beyond the first frame, for its display matrix) and the plan for a budget;
-* :mod:`.video`: the planned frames of a video file, resized once in C and turned upright;
+* :mod:`.video`: the planned frames of a video file, turned upright;
+* :mod:`.resize`: a decoded frame as the RGB pixels the model sees, by the reference's own resize;
 * :mod:`.targets`: which frames exact mode decodes, from the packet index alone (targets, seeks, segments);
 * :mod:`.audio`: an audio stream as mono float32 at 16 kHz;
 * :mod:`.frames`: image-sequence videos (a folder or a list of frames).
@@ -14,12 +15,11 @@ from __future__ import annotations
 from .audio import load_audio
 from .frames import is_frame_sequence, load_frames, probe_frames
 from .probe import MediaInfo, plan_probed_video, probe
-from .video import RESIZE_INTERPOLATION, SEEK_MODES, LoadedVideo, SeekMode, load_video
+from .video import SEEK_MODES, LoadedVideo, SeekMode, load_video
 
 __all__ = [
     "SEEK_MODES",
     "SeekMode",
-    "RESIZE_INTERPOLATION",
     "MediaInfo",
     "LoadedVideo",
     "probe",

@@ -1,4 +1,4 @@
-"""Decoding the planned frames of a video file with PyAV, resized once in C to the planned size and turned upright.
+"""Decoding the planned frames of a video file with PyAV, turned upright and resized to the planned size (:mod:`.resize`).
 
 Times are float seconds from the start of the video stream; ``time_base`` integers stay inside this module.
 """
@@ -18,12 +18,13 @@ import av
 import numpy as np
 
 from ..budget import TokenBudget
-from ..config import SeekChoice
+from ..config import ResizeChoice, SeekChoice
 from ..errors import ConfigError, DecodeTimeoutError, MediaError
 from ..video_plan import VideoPlan, VideoPolicy
 from ._container import DEADLINE_EVERY, PacketIndex, check_file, open_container, scan_packets
 from .audio import decode_audio
 from .probe import display_rotation, plan_probed_video, probe
+from .resize import resize_frame
 from .targets import (
     SEEK_MIN_SKIP_FRAMES,
     exact_costs,
@@ -33,7 +34,7 @@ from .targets import (
     split_into_segments,
 )
 
-__all__ = ["DECODER_THREADS", "SEEK_MODES", "RESIZE_INTERPOLATION", "SeekMode", "LoadedVideo", "load_video"]
+__all__ = ["DECODER_THREADS", "SEEK_MODES", "SeekMode", "LoadedVideo", "load_video"]
 
 logger = logging.getLogger("omni_lmms_plugin")
 
@@ -43,9 +44,6 @@ SEEK_MODES: tuple[str, ...] = get_args(SeekMode)
 
 # Decoding threads of one video's decoder: the host-memory bound of a decode scales with them.
 DECODER_THREADS = min(4, os.cpu_count() or 1)
-
-# swscale's bicubic filter: kept frames are resized once, in C, straight from the decoder's pixel format to RGB.
-RESIZE_INTERPOLATION = "BICUBIC"
 
 # A target past the last decoded frame still maps to it if it lies within this many seconds after the frame ends
 # (container and stream durations differ slightly); beyond it the file is short of what it claims (truncated).
@@ -152,19 +150,6 @@ class _Decoder:
             raise DecodeTimeoutError(
                 self.name, f"decoding took longer than decode_timeout (after {self.decoded} decoded frames)"
             )
-
-
-def _to_rgb(frame, height: int, width: int) -> np.ndarray:
-    """A view of ``frame`` converted to RGB at ``height x width`` (swscale, one pass); valid until copied."""
-    rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation=RESIZE_INTERPOLATION)
-    plane = rgb.planes[0]
-    rows = np.frombuffer(plane, dtype=np.uint8).reshape(height, plane.line_size)
-    return rows[:, : width * 3].reshape(height, width, 3)
-
-
-def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
-    """Turn ``image`` by ``rotation`` clockwise degrees (a multiple of 90)."""
-    return np.ascontiguousarray(np.rot90(image, k=-(rotation // 90))) if rotation else image
 
 
 def _decode_exact(decoder: _Decoder, targets: tuple[float, ...], keys: list[float], store) -> list[float]:
@@ -284,16 +269,16 @@ def _decode_keyframes(
 class _Span:
     """What decoding any range of a plan's targets needs: the output array (each range fills its own rows), the
     target times (:func:`exact_targets` in exact mode, the planned times in keyframe mode), the packet index (time
-    zero, keyframe times, the stream's end), the mode and the deadline; in exact mode, the timestamp and time of the
+    zero, keyframe times, the stream's end), the mode, the resize precision and the deadline; in exact mode, the timestamp and time of the
     frame each target shows by the packet index (``shown_pts``/``shown_times``, None when the index is incomplete),
     which lets the decoder skip the non-reference frames no target shows."""
 
     name: str
-    plan: VideoPlan
     frames: np.ndarray
     targets: tuple[float, ...]
     index: PacketIndex
     seek_mode: str
+    resize: ResizeChoice
     deadline: float
     shown_pts: np.ndarray | None = None
     shown_times: np.ndarray | None = None
@@ -301,18 +286,14 @@ class _Span:
     def decode(self, decoder: _Decoder, start: int, stop: int, *, skip: bool = True) -> list[float]:
         """Decode targets ``[start, stop)`` into ``frames[start:stop]`` with ``decoder``; returns their times.
         ``skip=False`` decodes every frame on the way (no frame skipping)."""
-        stream, plan, frames = decoder.stream, self.plan, self.frames
+        stream, frames = decoder.stream, self.frames
         targets, keys = self.targets[start:stop], self.index.keys
 
         def store(index: int, frame, copy_from: int | None = None) -> None:
             if copy_from is not None:
                 frames[start + index] = frames[start + copy_from]
                 return
-            rotation = display_rotation(frame, stream.metadata)
-            if rotation in (90, 270):  # decode at the coded orientation, then turn upright
-                frames[start + index] = _rotate(_to_rgb(frame, plan.width, plan.height), rotation)
-            else:
-                frames[start + index] = _rotate(_to_rgb(frame, plan.height, plan.width), rotation)
+            resize_frame(frame, frames[start + index], display_rotation(frame, stream.metadata), self.resize)
 
         # Frame threading pays off on long forward runs, but every seek flushes its pipeline (measured on 2 cores:
         # 30% to 40% slower when seeking per target), so it is used only when no seek is planned.
@@ -352,6 +333,7 @@ def load_video(
     policy: VideoPolicy | None = None,
     decode_timeout: float = 120.0,
     seek_mode: SeekMode = "exact",
+    resize: ResizeChoice = "reference",
     workers: int = 1,
 ) -> LoadedVideo:
     """Decode the frames (and audio span) of ``plan`` from a video file; without a plan, probe the file and plan it
@@ -367,9 +349,11 @@ def load_video(
     decoder discards the non-reference frames of all other packets (most B-frames: no frame predicts from them, so no
     returned pixel changes), and if the frames shown still differ from the index's prediction the targets are decoded
     again, in a fresh container, without skipping. ``seek_mode="keyframe"``: for each planned time, the nearest keyframe (from the packet index, no
-    decoding), one frame per keyframe; faster, deterministic, and the real times are returned. Kept frames are resized
-    once, in C, with swscale's bicubic filter to exactly ``plan.height x plan.width`` after turning them upright (the
-    display matrix, or the legacy ``rotate`` tag); memory holds only the kept frames.
+    decoding), one frame per keyframe; faster, deterministic, and the real times are returned. Kept frames are turned
+    upright (the display matrix, or the legacy ``rotate`` tag), converted to RGB at full size and resized to exactly
+    ``plan.height x plan.width`` with the reference's antialiased bicubic (:mod:`.resize`): ``resize="reference"``
+    gives ``fetch_video``'s pixels bit for bit, ``resize="fast"`` torch's uint8 kernel of the same filter. Memory holds
+    the kept frames and one full-size RGB frame per segment.
 
     ``workers > 1`` splits the targets into up to that many contiguous segments (at most one per
     ``MIN_SEGMENT_TARGETS`` targets), decoded concurrently in threads, each with its own container and decoder seeking
@@ -377,7 +361,8 @@ def load_video(
     split evens out the packets each segment decodes (by the packet index), not the number of targets. Each segment's
     decoder has ``DECODER_THREADS // segments`` threads, at least one. Memory: the kept frames (one array, ``frames x height x
     width x 3`` bytes) plus, per segment, one decoder's working set (its reference frames and frame-threading queue,
-    a few frames at the source resolution), and the packet index (about 40 bytes a packet while scanning, 8 after).
+    a few frames at the source resolution) and the frame it is resizing (11 bytes a source pixel: RGB, one float32
+    channel and the filter's first pass), and the packet index (about 40 bytes a packet while scanning, 8 after).
 
     Raises :class:`MediaError` (naming the file) for missing, empty, truncated, unreadable or undecodable files, a file
     without a video stream, or fewer frames than planned (beyond half a second past its last frame; within it, the last
@@ -386,6 +371,8 @@ def load_video(
     """
     if seek_mode not in SEEK_MODES:
         raise ConfigError(f"Invalid seek mode ({seek_mode!r}). Supported values are {', '.join(SEEK_MODES)}.")
+    if resize not in get_args(ResizeChoice):
+        raise ConfigError(f"Invalid resize ({resize!r}). Supported values are {', '.join(get_args(ResizeChoice))}.")
     if workers < 1:
         raise ConfigError(f"workers={workers} must be at least 1 (segments of one video decoded at once)")
     if not decode_timeout > 0:
@@ -423,11 +410,11 @@ def load_video(
             shown = shown_frames(index, targets)
         span = _Span(
             name,
-            plan,
             frames,
             targets,
             index,
             seek_mode,
+            resize,
             deadline,
             shown_pts=None if shown is None else shown[0],
             shown_times=None if shown is None else shown[1],
@@ -441,7 +428,7 @@ def load_video(
             decoded = decoder.decoded
         else:
             # One container and decoder per segment, each in a thread: PyAV releases the GIL while FFmpeg decodes and
-            # swscale converts, so the segments decode in parallel. DECODER_THREADS bounds their threads together.
+            # converts, and torch while it resizes, so the segments decode in parallel. DECODER_THREADS bounds their threads together.
             threads = max(1, DECODER_THREADS // len(segments))
             with ThreadPoolExecutor(max_workers=len(segments), thread_name_prefix="omni-decode") as pool:
                 parts = list(pool.map(lambda bounds: span.decode_apart(*bounds, threads=threads), segments))
