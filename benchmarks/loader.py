@@ -183,6 +183,8 @@ def worker(loader: str, path: str, frames: int, workers: int = 1, resize: str = 
             return _seek_per_target(path, plan, resize)
     else:
         raise SystemExit(f"Invalid loader ({loader}). Supported values are {', '.join(LOADERS)}.")
+    if loader.startswith(("ours-", "pyav-")):
+        import torch  # noqa: F401  (the resize's import, excluded like every loader's imports)
     base = _rss_bytes()
     started = time.perf_counter()
     shape, nbytes = call()
