@@ -27,8 +27,7 @@ def resize_frame(frame, out: np.ndarray, rotation: int, precision: ResizeChoice)
     rgb = frame.to_ndarray(format="rgb24")
     if rotation:
         rgb = np.ascontiguousarray(np.rot90(rgb, k=-(rotation // 90)))
-    # 1 x 3 x H x W over the H x W x 3 buffer: the memory layout of the reference's frames (decord's T x H x W x 3
-    # batch, permuted), for which torch picks the same kernel.
+    # 1 x 3 x H x W over the H x W x 3 buffer, no copy (channels last, the layout torch's uint8 kernel is fast on).
     image = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
     size = out.shape[:2]
     target = torch.from_numpy(out)
@@ -36,8 +35,9 @@ def resize_frame(frame, out: np.ndarray, rotation: int, precision: ResizeChoice)
         resized = torch.nn.functional.interpolate(image, size=size, mode="bicubic", align_corners=False, antialias=True)
         target.copy_(resized[0].permute(1, 2, 0))
         return
-    # One channel at a time: the same values bit for bit (each output is a weighted sum over its own channel), with a
-    # third of the float32 working set (4 bytes a source pixel instead of 12).
+    # One channel at a time: the same values as the reference's 3-channel call, bit for bit (each output is a weighted
+    # sum over its own channel; the parity test checks it), with a third of the float32 working set (4 bytes a source
+    # pixel instead of 12).
     for channel in range(3):
         plane = image[:, channel : channel + 1].float()
         resized = torch.nn.functional.interpolate(plane, size=size, mode="bicubic", align_corners=False, antialias=True)
