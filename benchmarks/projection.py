@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
 from lmms_eval.api.instance import Instance
 
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loader import DEFAULT_CACHE, ensure_videos  # noqa: E402
 
 from omni_lmms_plugin.adapter import Qwen25OmniSafe  # noqa: E402
+from omni_lmms_plugin.config import ResizeChoice, SeekChoice  # noqa: E402
 from omni_lmms_plugin.inputs import prepare_inputs  # noqa: E402
 from omni_lmms_plugin.request import unpack_request  # noqa: E402
 from omni_lmms_plugin.tiny_model import tiny_checkpoint  # noqa: E402
@@ -108,8 +110,8 @@ def prepare_seconds(checkpoint: Path, video: Path, workers: int, seek_mode: str,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder for the generated videos")
-    parser.add_argument("--seek-mode", default="exact", choices=("exact", "keyframe"))
-    parser.add_argument("--resize", default="reference", choices=("reference", "fast"))
+    parser.add_argument("--seek-mode", default="exact", choices=get_args(SeekChoice))
+    parser.add_argument("--resize", default="reference", choices=get_args(ResizeChoice))
     parser.add_argument("--prefill-seconds", type=float, default=1.0, help="stated GPU seconds per 32k-token prefill")
     parser.add_argument("--host-cores", type=int, default=16)
     args = parser.parse_args(argv)

@@ -162,9 +162,9 @@ def test_prefetch_gives_the_same_inputs_and_answers_as_the_sequential_path(tiny_
 
 def test_the_resize_model_arg_reaches_the_pixels_and_the_resume_key(tiny_7b, media, tmp_path):
     """``resize=fast`` feeds the model other pixels than the default (``reference``, fetch_video's pixels: see
-    ``test_reference_parity.py``), and a run with it is not resumed from a default run. Catches the arg not passed on
-    to ``load_video`` in ``inputs.py`` (checked by hand: the input hashes were equal) and ``resize`` listed among the
-    args left out of the resume key."""
+    ``test_reference_parity.py``), and a run with it is not resumed from a default run. Catches, each checked by hand:
+    the arg not passed on to ``load_video`` in ``inputs.py`` (the input hashes were equal) and ``resize`` listed among
+    the args left out of the resume key (the config keys were equal)."""
     docs = [{"question": "Q", "visuals": [media["video"]]}]
     logged = {}
     for resize in ("reference", "fast"):

@@ -93,8 +93,8 @@ def exact_costs(
     """Packets exact mode decodes for each target, by the packet index (``packet_times``: the time of every packet
     shown, ascending): ``start``, from the keyframe at or before the frame it shows, when a segment begins at it;
     ``step``, from the previous target's frame, or from its keyframe where :func:`.video._decode_exact` seeks, when it
-    follows the previous target. Splitting by these (:func:`split_into_segments`) makes the costliest segment as cheap as a
-    contiguous split can; splitting by target count gave the costliest of 2 segments 9% more packets than an even
+    follows the previous target. Splitting by these (:func:`split_into_segments`) makes the costliest segment as cheap
+    as a contiguous split can; splitting by target count gave the costliest of 2 segments 9% more packets than an even
     share on a 10 s GOP clip, and the costliest of 16, 67% more. (Packets an edit list discards are decoded but not
     counted: they lie before the first frame shown.)"""
     shown = np.searchsorted(packet_times, shown_times - 1e-9)
@@ -126,8 +126,8 @@ def exact_targets(plan: VideoPlan, index: PacketIndex) -> tuple[float, ...]:
 
 def shown_frames(index: PacketIndex, targets: tuple[float, ...]):
     """The timestamp and time of the frame on screen at each target by the packet index (the last packet whose time is
-    <= the target; the first packet for a target before it), the rule :func:`.video._decode_exact` applies to the decoded
-    frames. None without a complete index."""
+    <= the target; the first packet for a target before it), the rule :func:`.video._decode_exact` applies to the
+    decoded frames. None without a complete index."""
     if index.pts is None or not len(index.pts):
         return None
     slots = np.clip(np.searchsorted(index.times, np.asarray(targets) + 1e-6, side="right") - 1, 0, len(index.pts) - 1)

@@ -1,4 +1,5 @@
-"""Decoding the planned frames of a video file with PyAV, turned upright and resized to the planned size (:mod:`.resize`).
+"""Decoding the planned frames of a video file with PyAV, turned upright and resized to the planned size
+(:mod:`.resize`).
 
 Times are float seconds from the start of the video stream; ``time_base`` integers stay inside this module.
 """
@@ -269,9 +270,9 @@ def _decode_keyframes(
 class _Span:
     """What decoding any range of a plan's targets needs: the output array (each range fills its own rows), the
     target times (:func:`exact_targets` in exact mode, the planned times in keyframe mode), the packet index (time
-    zero, keyframe times, the stream's end), the mode, the resize precision and the deadline; in exact mode, the timestamp and time of the
-    frame each target shows by the packet index (``shown_pts``/``shown_times``, None when the index is incomplete),
-    which lets the decoder skip the non-reference frames no target shows."""
+    zero, keyframe times, the stream's end), the mode, the resize precision and the deadline; in exact mode, the
+    timestamp and time of the frame each target shows by the packet index (``shown_pts``/``shown_times``, None when the
+    index is incomplete), which lets the decoder skip the non-reference frames no target shows."""
 
     name: str
     frames: np.ndarray
@@ -345,22 +346,21 @@ def load_video(
     screen half a frame after the planned time: the same frame for a constant-rate file, even where the container
     rounded its timestamps). It decodes forward for dense targets and seeks to the keyframe before a target when that
     skips frames, so it never decodes more than plain sequential decoding. The packet index says which packet each
-    target shows; for H.264 the
-    decoder discards the non-reference frames of all other packets (most B-frames: no frame predicts from them, so no
-    returned pixel changes), and if the frames shown still differ from the index's prediction the targets are decoded
-    again, in a fresh container, without skipping. ``seek_mode="keyframe"``: for each planned time, the nearest keyframe (from the packet index, no
-    decoding), one frame per keyframe; faster, deterministic, and the real times are returned. Kept frames are turned
-    upright (the display matrix, or the legacy ``rotate`` tag), converted to RGB at full size and resized to exactly
-    ``plan.height x plan.width`` with the reference's antialiased bicubic (:mod:`.resize`): ``resize="reference"``
-    gives ``fetch_video``'s pixels bit for bit, ``resize="fast"`` torch's uint8 kernel of the same filter. Memory holds
-    the kept frames and one full-size RGB frame per segment.
+    target shows; for H.264 the decoder discards the non-reference frames of all other packets (most B-frames: no
+    frame predicts from them, so no returned pixel changes), and if the frames shown still differ from the index's
+    prediction the targets are decoded again, in a fresh container, without skipping. ``seek_mode="keyframe"``: for
+    each planned time, the nearest keyframe (from the packet index, no decoding), one frame per keyframe; faster,
+    deterministic, and the real times are returned. Kept frames are turned upright (the display matrix, or the legacy
+    ``rotate`` tag), converted to RGB at full size and resized to exactly ``plan.height x plan.width`` with the
+    reference's antialiased bicubic (:mod:`.resize`): ``resize="reference"`` gives ``fetch_video``'s pixels bit for
+    bit, ``resize="fast"`` torch's uint8 kernel of the same filter.
 
     ``workers > 1`` splits the targets into up to that many contiguous segments (at most one per
     ``MIN_SEGMENT_TARGETS`` targets), decoded concurrently in threads, each with its own container and decoder seeking
     to the keyframe before its first target; the frames and times are the same as with one worker. In exact mode the
     split evens out the packets each segment decodes (by the packet index), not the number of targets. Each segment's
-    decoder has ``DECODER_THREADS // segments`` threads, at least one. Memory: the kept frames (one array, ``frames x height x
-    width x 3`` bytes) plus, per segment, one decoder's working set (its reference frames and frame-threading queue,
+    decoder has ``DECODER_THREADS // segments`` threads, at least one. Memory: the kept frames (one array,
+    ``frames x height x width x 3`` bytes) plus, per segment, one decoder's working set (its reference frames and frame-threading queue,
     a few frames at the source resolution) and the frame it is resizing (11 bytes a source pixel: RGB, one float32
     channel and the filter's first pass), and the packet index (about 40 bytes a packet while scanning, 8 after).
 
@@ -428,7 +428,8 @@ def load_video(
             decoded = decoder.decoded
         else:
             # One container and decoder per segment, each in a thread: PyAV releases the GIL while FFmpeg decodes and
-            # converts, and torch while it resizes, so the segments decode in parallel. DECODER_THREADS bounds their threads together.
+            # converts, and torch while it resizes, so the segments decode in parallel. DECODER_THREADS bounds their
+            # threads together.
             threads = max(1, DECODER_THREADS // len(segments))
             with ThreadPoolExecutor(max_workers=len(segments), thread_name_prefix="omni-decode") as pool:
                 parts = list(pool.map(lambda bounds: span.decode_apart(*bounds, threads=threads), segments))
@@ -436,8 +437,10 @@ def load_video(
             decoded = sum(count for _, count in parts)
         if len(times) != plan.frames:
             raise MediaError(name, f"decoded {len(times)} of {plan.frames} planned frames")
-        past_end = [frame for frame in plan.frame_indices if index.pts is not None and frame >= len(index.pts)]
-        if seek_mode == "exact" and past_end:
+        # Planned frames past the last one the packet index lists (exact mode stood the last frame in for them).
+        counted = seek_mode == "exact" and index.pts is not None
+        past_end = [frame for frame in plan.frame_indices if frame >= len(index.pts)] if counted else []
+        if past_end:
             notes.append(
                 f"the file shows {len(index.pts)} frames but the plan counts {plan.total_frames}: planned frames "
                 f"{past_end[0]} to {past_end[-1]} ({len(past_end)}) are its last frame (a truncated file, or a header "
