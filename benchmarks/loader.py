@@ -101,12 +101,12 @@ def _sequential(path: str, plan, resize: str) -> tuple:
     import av
     import numpy as np
 
-    from omni_lmms_plugin.media.resize import resize_frame
+    from omni_lmms_plugin.media.resize import resize_frame, resizing_on_this_thread
 
     out = np.empty((plan.frames, plan.height, plan.width, 3), dtype=np.uint8)
     targets = plan.frame_times
     index, previous = 0, None
-    with av.open(path) as container:
+    with av.open(path) as container, resizing_on_this_thread():
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         origin, time_base = stream.start_time or 0, stream.time_base
@@ -129,10 +129,10 @@ def _seek_per_target(path: str, plan, resize: str) -> tuple:
     import av
     import numpy as np
 
-    from omni_lmms_plugin.media.resize import resize_frame
+    from omni_lmms_plugin.media.resize import resize_frame, resizing_on_this_thread
 
     out = np.empty((plan.frames, plan.height, plan.width, 3), dtype=np.uint8)
-    with av.open(path) as container:
+    with av.open(path) as container, resizing_on_this_thread():
         stream = container.streams.video[0]
         origin, time_base = stream.start_time or 0, stream.time_base
         for index, target in enumerate(plan.frame_times):

@@ -43,6 +43,38 @@ def test_segments_decode_the_same_frames_as_one_decoder(video, frames, seek_mode
     assert three.decoded_frames >= len(set(three.frame_times))
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_segment_resizes_on_its_own_thread_and_the_caller_keeps_its_thread_count(video, monkeypatch, workers):
+    """A decoding segment is one core's work: torch must resize on the segment's thread alone, not on a team as large
+    as the machine beside segments that already fill the cores, and the caller's thread count must be left as it was.
+    Catches (checked by hand): decoding without ``resizing_on_this_thread`` (every resize then sees torch's 2
+    threads), and a limit that is not restored (the caller's thread is left at 1, with one segment)."""
+    import torch
+
+    from omni_lmms_plugin.media import video as video_module
+
+    seen: list[tuple[str, int]] = []
+    real_resize = video_module.resize_frame
+
+    def watched_resize(*args):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))  # what torch's kernels will use
+        real_resize(*args)
+
+    monkeypatch.setattr(video_module, "resize_frame", watched_resize)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # a team to hold back, on any machine
+    try:
+        media.load_video(video, plan_of(video, 24), workers=workers)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert len(seen) == 24
+    assert {count for _, count in seen} == {1}
+    if workers > 1:
+        assert {name.split("_")[0] for name, _ in seen} == {"omni-decode"}
+    assert after == 2
+
+
 def test_workers_must_be_positive(video):
     with pytest.raises(ConfigError, match=r"workers=0 must be at least 1"):
         media.load_video(video, plan_of(video, 8), workers=0)

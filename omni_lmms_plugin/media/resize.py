@@ -7,16 +7,40 @@ operations, so a planned frame's pixels equal ``fetch_video``'s. ``precision="fa
 same filter (fixed-point weights, and the first pass clamped to 0..255): a tenth of the float kernel's time, with most
 pixels equal and the rest a level or two off (a few levels at hard edges, where the float pass overshoots).
 
+Each decoding segment is one core's work: :func:`resizing_on_this_thread` keeps torch's resize on the segment's own
+thread, as its decoder is. Left to itself, torch would run every resize on a team of threads as large as the machine's
+core count, beside segments that already fill the cores.
+
 torch is imported on the first resize: probing and planning (``omni-lmms plan``) never resize.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
 from ..config import ResizeChoice
 
-__all__ = ["resize_frame"]
+__all__ = ["resize_frame", "resizing_on_this_thread"]
+
+
+@contextmanager
+def resizing_on_this_thread() -> Iterator[None]:
+    """While active, torch runs on the calling thread alone; other threads keep their thread counts.
+
+    torch's CPU kernels run on OpenMP, whose thread count is kept per thread: this sets the calling thread's to 1 and
+    restores it after (``threadpoolctl``, the OpenMP libraries loaded). torch.set_num_threads would change it for the
+    whole process, the user's and lmms-eval's threads included."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    # torch sets a thread's OpenMP count on its first call in that thread: let that happen first, or it would undo the
+    # limit on the first resize.
+    torch.get_num_threads()
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
 
 
 def resize_frame(frame, out: np.ndarray, rotation: int, precision: ResizeChoice) -> None:

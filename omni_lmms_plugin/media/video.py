@@ -25,7 +25,7 @@ from ..video_plan import VideoPlan, VideoPolicy
 from ._container import DEADLINE_EVERY, PacketIndex, check_file, open_container, scan_packets
 from .audio import decode_audio
 from .probe import display_rotation, plan_probed_video, probe
-from .resize import resize_frame
+from .resize import resize_frame, resizing_on_this_thread
 from .targets import (
     SEEK_MIN_SKIP_FRAMES,
     exact_costs,
@@ -287,6 +287,10 @@ class _Span:
     def decode(self, decoder: _Decoder, start: int, stop: int, *, skip: bool = True) -> list[float]:
         """Decode targets ``[start, stop)`` into ``frames[start:stop]`` with ``decoder``; returns their times.
         ``skip=False`` decodes every frame on the way (no frame skipping)."""
+        with resizing_on_this_thread():  # one core's work, as the decoder's (see .resize)
+            return self._decode(decoder, start, stop, skip=skip)
+
+    def _decode(self, decoder: _Decoder, start: int, stop: int, *, skip: bool) -> list[float]:
         stream, frames = decoder.stream, self.frames
         targets, keys = self.targets[start:stop], self.index.keys
 
