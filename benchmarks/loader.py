@@ -23,8 +23,8 @@ Loaders:
   ``fast``: torch's uint8 kernel); ``ours-exact+audio`` also decodes the first 300 s of audio to 16 kHz mono (what
   audio-in-video adds).
 * ``pyav-seek``: the naive sketch exact mode must beat: for each target, seek to the keyframe before it and decode
-  forward to it (no reuse between targets), resized by the same function at the same precision, so that the two
-  differ only in what they decode.
+  forward to it (no reuse between targets), resized by the same function at the same precision on its own thread (as
+  each of our segments resizes), so that the two differ only in what they decode.
 * ``pyav-sequential``: the reference for exact mode: plain PyAV decoding of every frame, keeping (and resizing the same
   way) the frame on screen at each planned time; exact mode must not be more than 10% slower.
 * ``lmms-eval``: ``lmms_eval.models.model_utils.load_video.read_video(path, num_frm=N, backend="pyav")`` (native size).
