@@ -23,11 +23,16 @@ def run_loader_benchmark(cache: Path, *args: str) -> str:
 def test_the_loader_benchmark_runs_and_reports_its_targets(tmp_path):
     """Both encodings, one and two workers, our loaders against the seek-per-target and sequential sketches and
     lmms-eval's reader, each in its own process. Catches: a loader the benchmark can no longer call, a table without
-    its target lines, exact mode more than 10% slower than sequential decoding (exit status 1; checked by hand: with
-    0.3 s of sleep added to ``load_video`` the benchmark remeasured, still found it slower, and this failed)."""
+    its target lines, exact mode much slower than sequential decoding (exit status 1; checked by hand: with 0.3 s of
+    sleep added to ``load_video`` the benchmark remeasured, still found it slower, and this failed).
+
+    The margin here is 50%, not the full benchmark's 10%: on these 1-minute clips 64 targets lie 28 frames apart, so
+    exact mode decodes nearly every frame (a tie with sequential decoding at best), and a 0.35 s load in a fresh
+    process varies by more than 10% on a shared 2-core VM: with a 10% margin this failed in two of three runs (exact
+    mode's fastest of 3 was 0.38 s and 0.43 s against sequential's 0.35 s)."""
     output = run_loader_benchmark(
         tmp_path,
-        *("--frames", "64", "--workers", "1", "2"),
+        *("--frames", "64", "--workers", "1", "2", "--slower-margin", "0.5"),
         *("--loaders", "ours-exact", "ours-keyframe", "pyav-seek", "pyav-sequential", "lmms-eval"),
     )
     for encoding in ("quick_360p30_gop2s", "quick_360p30_realistic_gop10s"):
