@@ -118,6 +118,10 @@ def prepare_inputs(processor: Any, request: Request, plan: RequestPlan, config: 
         kwargs["videos"] = frames
         # Frames are already at the planned size; the plan's sample rate gives the right temporal positions.
         kwargs["videos_kwargs"] = {"do_resize": False, "fps": rates[0]}
+        if hasattr(processor.video_processor, "cap_pixels_per_frame"):
+            # That cap is part of the processor's resize, which do_resize=False skips (the plan applied the reference's
+            # cap). Saying so silences its warning, once a run, that videos cost more tokens than in the reference.
+            kwargs["videos_kwargs"]["cap_pixels_per_frame"] = False
     if plan.use_audio_in_video:
         kwargs["load_audio_from_video"] = True
         kwargs["audio_from_video_indices"] = audio_sources

@@ -32,7 +32,8 @@ def task_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def first_run(tiny_7b, task_dir, tmp_path_factory):
     output = tmp_path_factory.mktemp("run_a")
-    lmms_eval(lmms_eval_args(tiny_7b, task_dir, output, "resume=false"), cwd=output)
+    result = lmms_eval(lmms_eval_args(tiny_7b, task_dir, output, "resume=false"), cwd=output)
+    (output / "cli.log").write_text(result.stdout + result.stderr)
     return output
 
 
@@ -69,6 +70,15 @@ def test_the_cli_writes_results_samples_and_provenance(first_run):
         assert manifest[key], key
     assert manifest["attention"] == "sdpa"
     assert manifest["datasets"]["omni_demo"]["docs"] == 4 and manifest["datasets"]["omni_demo"]["fingerprint"]
+
+
+def test_the_run_log_carries_no_processor_warning_that_does_not_apply(first_run):
+    """transformers (5.x with ``cap_pixels_per_frame``) warns once a run that its video processor does not cap the
+    pixels per frame as qwen-vl-utils does, "so some videos cost far more tokens than they would there". Not so here:
+    the frames reach it at the planned size (``do_resize=False``), planned with the reference's cap; a user must not
+    read that warning beside our numbers. Catches (checked by hand): ``inputs.py`` not passing
+    ``cap_pixels_per_frame=False``: the warning was in the log, failed."""
+    assert "per-frame pixel cap" not in (first_run / "cli.log").read_text()
 
 
 def test_two_runs_feed_bit_identical_inputs(first_run, tiny_7b, task_dir, tmp_path):
