@@ -30,9 +30,10 @@ __all__ = ["resize_frame", "resizing_on_this_thread"]
 def resizing_on_this_thread() -> Iterator[None]:
     """While active, torch runs on the calling thread alone; other threads keep their thread counts.
 
-    torch's CPU kernels run on OpenMP, whose thread count is kept per thread: this sets the calling thread's to 1 and
-    restores it after (``threadpoolctl``, the OpenMP libraries loaded). torch.set_num_threads would change it for the
-    whole process, the user's and lmms-eval's threads included."""
+    torch's CPU kernels run on OpenMP (its Linux and macOS wheels), whose thread count is kept per thread: this sets
+    the calling thread's to 1 and restores it after (``threadpoolctl``, for the OpenMP libraries loaded; a torch built
+    without OpenMP is left as it is). torch.set_num_threads would change it for the whole process, the user's and
+    lmms-eval's threads included."""
     import torch
     from threadpoolctl import threadpool_limits
 
