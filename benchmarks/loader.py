@@ -8,7 +8,7 @@
 Generates (once, into ``--cache``) 10-minute 1280x720 30 fps H.264 + AAC videos, with a 2 s GOP and with a 10 s GOP, in
 two encodings (``omni_lmms_plugin.synthetic_media``): ``fast`` (flat grey content, x264 ultrafast, no B-frames; about
 0.2 ms a frame to decode) and ``realistic`` (a panning colour texture with grain, x264 veryfast with CABAC, deblocking
-and 3 B-frames, about 1.5 Mbit/s; about 1.3 ms a frame, as streamed 720p H.264 files). Then runs every loader for every
+and 3 B-frames, about 1.5 Mbit/s; about 1.5 ms a frame, as streamed 720p H.264 files). Then runs every loader for every
 frame count, each in a fresh subprocess so that its peak RSS (from ``os.wait4``) is its own. Wall time is the load
 call alone (imports excluded); ``base`` is the process RSS just before the call, so ``peak - base`` is what the load
 itself needed, to compare with ``kept``, the size of the returned frames. ``÷ lmms`` is lmms-eval's time divided by
