@@ -90,7 +90,7 @@ def prepare_inputs(processor: Any, request: Request, plan: RequestPlan, config: 
             audio_sources.append(None)
         elif isinstance(entry, PlannedVideo):
             if is_frame_sequence(entry.source):
-                loaded = load_frames(entry.source, entry.plan)
+                loaded = load_frames(entry.source, entry.plan, resize=config.resize)
             else:
                 loaded = load_video(
                     entry.source,

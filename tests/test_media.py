@@ -665,11 +665,13 @@ def write_frames(folder, count: int, width: int = 96, height: int = 64):
 
 
 def test_a_folder_of_frames_is_a_video_sorted_naturally(tmp_path):
-    """``frame_10`` follows ``frame_9`` (natural order), the folder is probed at the stated rate, planned with the
-    reference rule (first and last frame in) and loaded at the planned size."""
+    """``frame_10`` follows ``frame_9`` (natural order), the folder is probed at the stated rate (its size: the one
+    the reference stacks the frames at, 168x112 for 96x64 images), planned with the reference rule (first and last
+    frame in) and loaded at the planned size."""
     folder = write_frames(tmp_path / "clip", 24)
     info = media.probe_frames(folder, fps=3.0)
-    assert (info.total_frames, info.frame_rate, info.width, info.height) == (24, 3.0, 96, 64)
+    assert (info.total_frames, info.frame_rate, info.width, info.height) == (24, 3.0, 168, 112)
+    assert (info.coded_width, info.coded_height) == (96, 64)
     assert info.duration == pytest.approx(8.0)
     plan = media.plan_probed_video(info, BIG, VideoPolicy(fps=2.0))
     assert plan.frames == 16 and plan.frame_indices[0] == 0 and plan.frame_indices[-1] == 23

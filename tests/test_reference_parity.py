@@ -199,6 +199,54 @@ def test_a_fitting_clip_gets_exactly_the_reference_frames_size_rate_and_tokens(c
     assert np.percentile(difference, 99) <= 1, f"{name}: p99 = {np.percentile(difference, 99)}"
 
 
+def write_frame_list(folder, count: int, width: int, height: int) -> list[str]:
+    """``count`` frame images, each carrying its index over grain (so that every resize step shows), every third one
+    an RGBA PNG with a transparent band (``fetch_image`` lays RGBA over white)."""
+    from PIL import Image
+
+    folder.mkdir()
+    grain = np.random.default_rng(0).integers(0, 64, (count, height, width, 3), dtype=np.uint8)
+    paths = []
+    for index in range(count):
+        rgb = np.clip(sm.marked_frame(index, width=width, height=height).astype(np.int16) + grain[index] - 32, 0, 255)
+        image = Image.fromarray(rgb.astype(np.uint8))
+        if index % 3 == 0:
+            alpha = np.full((height, width), 255, dtype=np.uint8)
+            alpha[: height // 4] = 0
+            image.putalpha(Image.fromarray(alpha))
+        paths.append(str(folder / f"frame_{index}.png"))
+        image.save(paths[-1])
+    return paths
+
+
+@pytest.mark.parametrize(("width", "height"), [(150, 90), (640, 360)])
+def test_a_fitting_frame_list_gets_exactly_the_reference_frames_size_rate_and_pixels(tmp_path, width, height):
+    """A list of frame images, as ``fetch_video`` takes one (every frame, at ``sample_fps`` 2.0): our plan for the
+    folder at ``frames_fps`` 2.0 keeps every frame at the reference's size and rate, and the pixels equal
+    ``fetch_video``'s bit for bit (each image read as ``fetch_image`` reads it, RGBA over white; resized by PIL's
+    bicubic to its own size in 56-pixel cells, as fetch_video's call makes it; the stack resized by the float resize).
+    Breaking checks (by hand): the old path (one PIL bicubic to the planned size): 5,072,433 values differ, failed;
+    frames rounded to 28-pixel cells instead of 56: the planned size differs (252 against 280 rows), failed; RGBA
+    converted without the white background: 617,826 values differ, failed."""
+    from omni_lmms_plugin.media import load_frames, probe_frames
+
+    paths = write_frame_list(tmp_path / "frames", 20, width, height)
+    (video, metadata), sample_fps = vision_process.fetch_video(
+        {"video": paths}, return_video_sample_fps=True, return_video_metadata=True
+    )
+    info = probe_frames(tmp_path / "frames", fps=2.0)
+    plan = plan_probed_video(info, TokenBudget(max_model_len=32_768), VideoPolicy(use_audio=False))
+    assert plan.rule == "reference" and plan.reference_fits
+    assert list(plan.frame_indices) == list(range(20)) == [int(i) for i in metadata["frames_indices"]]
+    assert (plan.height, plan.width) == tuple(video.shape[-2:])
+    assert plan.sample_fps == pytest.approx(sample_fps, rel=1e-9)
+    loaded = load_frames(tmp_path / "frames", plan)
+    reference = video.numpy().astype(np.uint8).transpose(0, 2, 3, 1)
+    assert np.array_equal(loaded.frames, reference), (
+        f"{np.count_nonzero(loaded.frames != reference)} values differ from fetch_video's"
+    )
+
+
 def test_the_binding_budget_keeps_the_reference_count_and_lowers_pixels(clips):
     """On a real file, a budget below the reference plan keeps fetch_video's frame indices and shrinks the size."""
     path = str(clips["h264_1080p.mp4"])

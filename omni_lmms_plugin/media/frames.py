@@ -2,6 +2,12 @@
 
 A sequence has no clock of its own: its rate is stated (a task's ``omni_frames_fps``, default 2.0 as in
 qwen-omni-utils, whose frame lists are taken at ``sample_fps`` 2.0). Frame ``i`` is shown at ``i / rate`` seconds.
+
+Pixels as qwen-omni-utils' ``fetch_video`` makes them from a list of frames: each image is read as ``fetch_image``
+reads it (RGBA over white) and resized with PIL's bicubic to its own ``smart_resize`` size (each side rounded to a
+multiple of 56, within the image token limits: see :func:`_stacked_size`); the stacked frames are then resized to the video's size by the same
+float resize as a video file's (:mod:`.resize`). The video's size is planned from that stacked size, as the reference
+plans it.
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..budget import GRID_PIXELS, IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS, Geometry, smart_grid
+from ..config import ResizeChoice
 from ..errors import ConfigError, MediaError
 from ..video_plan import REFERENCE_FRAMES_FPS, VideoPlan
 from .probe import MediaInfo
+from .resize import resize_rgb, resizing_on_this_thread
 from .video import LoadedVideo
 
 __all__ = ["FRAME_SUFFIXES", "is_frame_sequence", "frame_paths", "probe_frames", "load_frames"]
@@ -25,6 +34,11 @@ __all__ = ["FRAME_SUFFIXES", "is_frame_sequence", "frame_paths", "probe_frames",
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 FrameSource = str | os.PathLike | Sequence[str | os.PathLike]
+
+# fetch_video hands fetch_image its 28-pixel image factor as the patch size, which fetch_image multiplies by the
+# spatial merge again (qwen-omni-utils 0.0.9): the frames of a list are rounded to multiples of 56, within its image
+# token limits (4 to 16,384) counted in 56-pixel cells.
+_STACKING = Geometry(patch_size=GRID_PIXELS)
 
 
 def is_frame_sequence(source: object) -> bool:
@@ -55,8 +69,31 @@ def frame_paths(source: FrameSource) -> list[str]:
     return paths
 
 
+def _read_frame(path: str) -> Image.Image:
+    """A frame image as ``fetch_image`` reads it: RGB, an RGBA image laid over white."""
+    with Image.open(path) as image:
+        image.load()
+        if image.mode == "RGBA":
+            rgb = Image.new("RGB", image.size, (255, 255, 255))
+            rgb.paste(image, mask=image.getchannel("A"))
+            return rgb
+        return image.convert("RGB")
+
+
+def _stacked_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) ``fetch_image`` resizes a frame of this size to before the frames are stacked."""
+    cell = _STACKING.grid_pixels
+    tokens_to_pixels = cell**2 // GRID_PIXELS**2
+    rows, cols = smart_grid(
+        height, width, IMAGE_MIN_PIXELS * tokens_to_pixels, IMAGE_MAX_PIXELS * tokens_to_pixels, geometry=_STACKING
+    )
+    return cols * cell, rows * cell
+
+
 def probe_frames(source: FrameSource, fps: float = REFERENCE_FRAMES_FPS) -> MediaInfo:
-    """Metadata of an image-sequence video at ``fps`` frames per second; reads only the first image's header."""
+    """Metadata of an image-sequence video at ``fps`` frames per second; reads only the first image's header.
+    ``width`` x ``height`` is the size the reference stacks the frames at (:func:`_stacked_size`), which its video
+    size is planned from; ``coded_width`` x ``coded_height`` the images' own."""
     if not fps > 0:
         raise ConfigError(f"frames_fps={fps} must be positive")
     paths = frame_paths(source)
@@ -65,6 +102,7 @@ def probe_frames(source: FrameSource, fps: float = REFERENCE_FRAMES_FPS) -> Medi
             width, height = first.size
     except (OSError, ValueError) as error:
         raise MediaError(paths[0], f"cannot read the first frame of the image sequence: {error}") from error
+    stacked_width, stacked_height = _stacked_size(width, height)
     return MediaInfo(
         path=str(source) if not isinstance(source, (list, tuple)) else os.path.dirname(paths[0]) or paths[0],
         format_name="image_sequence",
@@ -73,8 +111,8 @@ def probe_frames(source: FrameSource, fps: float = REFERENCE_FRAMES_FPS) -> Medi
         duration_source="frames_fps",
         has_video=True,
         has_audio=False,
-        width=width,
-        height=height,
+        width=stacked_width,
+        height=stacked_height,
         coded_width=width,
         coded_height=height,
         frame_rate=fps,
@@ -86,21 +124,23 @@ def probe_frames(source: FrameSource, fps: float = REFERENCE_FRAMES_FPS) -> Medi
     )
 
 
-def load_frames(source: FrameSource, plan: VideoPlan) -> LoadedVideo:
-    """The planned frames of an image sequence (``plan.frame_indices``), as RGB, resized with PIL's bicubic filter to
-    the planned size. Raises :class:`MediaError` naming an unreadable frame."""
+def load_frames(source: FrameSource, plan: VideoPlan, *, resize: ResizeChoice = "reference") -> LoadedVideo:
+    """The planned frames of an image sequence (``plan.frame_indices``), as RGB at the planned size, made as
+    ``fetch_video`` makes a frame list's (see the module; ``resize`` is the last resize's precision, as for a video
+    file). Raises :class:`MediaError` naming an unreadable frame."""
     started = time.monotonic()
     paths = frame_paths(source)
     if plan.total_frames != len(paths):
         raise MediaError(str(source), f"the plan counts {plan.total_frames} frames, the sequence has {len(paths)}")
     frames = np.empty((plan.frames, plan.height, plan.width, 3), dtype=np.uint8)
-    for slot, index in enumerate(plan.frame_indices):
-        try:
-            with Image.open(paths[index]) as image:
-                rgb = image.convert("RGB").resize((plan.width, plan.height), Image.Resampling.BICUBIC)
-        except (OSError, ValueError) as error:
-            raise MediaError(paths[index], f"unreadable frame image: {error}") from error
-        frames[slot] = np.asarray(rgb)
+    with resizing_on_this_thread():  # one core's work, as a video's decoding segment (see .resize)
+        for slot, index in enumerate(plan.frame_indices):
+            try:
+                image = _read_frame(paths[index])
+            except (OSError, ValueError) as error:
+                raise MediaError(paths[index], f"unreadable frame image: {error}") from error
+            stacked = image.resize(_stacked_size(*image.size), Image.Resampling.BICUBIC)
+            resize_rgb(np.array(stacked), frames[slot], resize)
     return LoadedVideo(
         path=str(source) if not isinstance(source, (list, tuple)) else paths[0],
         frames=frames,

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..config import ResizeChoice
 
-__all__ = ["resize_frame", "resizing_on_this_thread"]
+__all__ = ["resize_frame", "resize_rgb", "resizing_on_this_thread"]
 
 
 @contextmanager
@@ -47,11 +47,17 @@ def resizing_on_this_thread() -> Iterator[None]:
 def resize_frame(frame, out: np.ndarray, rotation: int, precision: ResizeChoice) -> None:
     """Write ``frame`` (a PyAV video frame), turned ``rotation`` degrees clockwise (a multiple of 90), as RGB into
     ``out`` (``H x W x 3`` uint8, the planned size) with the antialiased bicubic filter at ``precision``."""
-    import torch
-
     rgb = frame.to_ndarray(format="rgb24")
     if rotation:
         rgb = np.ascontiguousarray(np.rot90(rgb, k=-(rotation // 90)))
+    resize_rgb(rgb, out, precision)
+
+
+def resize_rgb(rgb: np.ndarray, out: np.ndarray, precision: ResizeChoice) -> None:
+    """Write ``rgb`` (``h x w x 3`` uint8) into ``out`` (``H x W x 3`` uint8, the planned size) with the antialiased
+    bicubic filter at ``precision``."""
+    import torch
+
     # 1 x 3 x H x W over the H x W x 3 buffer, no copy (channels last, the layout torch's uint8 kernel is fast on).
     image = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
     size = out.shape[:2]
