@@ -45,6 +45,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             "frame_rate": info.frame_rate,
             "width": info.width,
             "height": info.height,
+            "coded_width": info.coded_width,
+            "coded_height": info.coded_height,
             "has_audio": info.has_audio,
             "rotation": info.rotation,
             "total_frames": info.total_frames,
@@ -54,8 +56,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data))
         return 0
+    size = f"{info.width}x{info.height}"
+    if info.format_name == "image_sequence":
+        size = (
+            f"{info.coded_width}x{info.coded_height} images stacked at {size} (as qwen-omni-utils stacks a frame list)"
+        )
     print(
-        f"{args.video}: {info.duration:.2f} s, {info.width}x{info.height} @ {info.frame_rate:.3f} fps, audio={'yes' if info.has_audio else 'no'}"
+        f"{args.video}: {info.duration:.2f} s, {size} @ {info.frame_rate:.3f} fps, audio={'yes' if info.has_audio else 'no'}"
     )
     print(f"  {plan.frame_policy} policy, {plan.rule}: {plan.reason}")
     print(

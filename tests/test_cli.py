@@ -106,6 +106,23 @@ def test_plan_prints_a_readable_summary(tmp_path):
     assert "qwen policy" in result.stdout and "reference" in result.stdout and "of budget 2000" in result.stdout
 
 
+def test_plan_of_a_frame_folder_names_the_images_size_and_the_size_they_are_stacked_at(tmp_path):
+    """A frame folder is planned from the size the reference stacks its frames at (168x112 for 96x64 images: sides in
+    56-pixel cells, within the image token limits); the plan says both, so the larger size is not a surprise. Catches
+    (checked by hand): the header printing only the stacked size, failed."""
+    from PIL import Image
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for index in range(6):
+        Image.fromarray(sm.marked_frame(index, width=96, height=64)).save(folder / f"frame_{index}.png")
+    result = omni_lmms("plan", str(folder), "--frames-fps", "3")
+    assert result.returncode == 0, result.stderr
+    assert "96x64 images stacked at 168x112" in result.stdout.splitlines()[0], result.stdout
+    source = json.loads(omni_lmms("plan", str(folder), "--json").stdout)["source"]
+    assert (source["width"], source["height"], source["coded_width"], source["coded_height"]) == (168, 112, 96, 64)
+
+
 def test_tasks_dir_is_the_folder_of_the_shipped_yamls():
     result = omni_lmms("tasks-dir")
     folder = Path(result.stdout.strip())
