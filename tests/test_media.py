@@ -667,7 +667,8 @@ def write_frames(folder, count: int, width: int = 96, height: int = 64):
 def test_a_folder_of_frames_is_a_video_sorted_naturally(tmp_path):
     """``frame_10`` follows ``frame_9`` (natural order), the folder is probed at the stated rate (its size: the one
     the reference stacks the frames at, 168x112 for 96x64 images), planned with the reference rule (first and last
-    frame in) and loaded at the planned size."""
+    frame in) and loaded at the planned size. Catches (checked by hand): ``probe_frames`` reporting the images' own
+    size (96x64), the size the plan was made from before: failed."""
     folder = write_frames(tmp_path / "clip", 24)
     info = media.probe_frames(folder, fps=3.0)
     assert (info.total_frames, info.frame_rate, info.width, info.height) == (24, 3.0, 168, 112)

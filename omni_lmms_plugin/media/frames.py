@@ -5,9 +5,9 @@ qwen-omni-utils, whose frame lists are taken at ``sample_fps`` 2.0). Frame ``i``
 
 Pixels as qwen-omni-utils' ``fetch_video`` makes them from a list of frames: each image is read as ``fetch_image``
 reads it (RGBA over white) and resized with PIL's bicubic to its own ``smart_resize`` size (each side rounded to a
-multiple of 56, within the image token limits: see :func:`_stacked_size`); the stacked frames are then resized to the video's size by the same
-float resize as a video file's (:mod:`.resize`). The video's size is planned from that stacked size, as the reference
-plans it.
+multiple of 56, within the image token limits: see :func:`_stacked_size`); the stacked frames are then resized to the
+video's size by the same float resize as a video file's (:mod:`.resize`). The video's size is planned from that
+stacked size, as the reference plans it.
 """
 
 from __future__ import annotations

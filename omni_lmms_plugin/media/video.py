@@ -364,9 +364,10 @@ def load_video(
     to the keyframe before its first target; the frames and times are the same as with one worker. In exact mode the
     split evens out the packets each segment decodes (by the packet index), not the number of targets. Each segment's
     decoder has ``DECODER_THREADS // segments`` threads, at least one. Memory: the kept frames (one array,
-    ``frames x height x width x 3`` bytes) plus, per segment, one decoder's working set (its reference frames and frame-threading queue,
-    a few frames at the source resolution) and the frame it is resizing (11 bytes a source pixel: RGB, one float32
-    channel and the filter's first pass), and the packet index (about 40 bytes a packet while scanning, 8 after).
+    ``frames x height x width x 3`` bytes) plus, per segment, one decoder's working set (its reference frames and
+    frame-threading queue, a few frames at the source resolution) and the frame it is resizing (11 bytes a source
+    pixel: RGB, one float32 channel and the filter's first pass), and the packet index (about 40 bytes a packet while
+    scanning, 8 after).
 
     Raises :class:`MediaError` (naming the file) for missing, empty, truncated, unreadable or undecodable files, a file
     without a video stream, or fewer frames than planned (beyond half a second past its last frame; within it, the last
