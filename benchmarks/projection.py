@@ -96,8 +96,8 @@ def prepare_seconds(checkpoint: Path, video: Path, workers: int, seek_mode: str,
             best = {
                 "total": total,
                 "decode": prepared.decode_seconds,
-                # Decoding's CPU seconds: the preparation's less the processor's (torch may resize on several threads,
-                # so a segment's wall time is not its CPU time).
+                # Decoding's CPU seconds: the preparation's less the processor's (what a host's cores pay for it,
+                # whichever threads did the work; the wall time also counts waits).
                 "decode_cpu": cpu - processor.cpu,
                 "processor": processor.wall,
                 "processor_cpu": processor.cpu,
