@@ -256,16 +256,78 @@ def test_exact_mode_decodes_again_when_the_packet_index_mispredicts_the_frames_s
     assert [sm.read_frame_index(frame) for frame in loaded.frames] == list(plan.frame_indices)
 
 
+def _recording_decoders(monkeypatch, *, never_skip: bool = False) -> list:
+    """Every decoder ``load_video`` makes from now on, to read its counts after the load; with ``never_skip``, decoders
+    that ignore every request to skip frames."""
+    made = []
+
+    class Recorded(media.video._Decoder):
+        if never_skip:
+            keep = property(lambda self: None, lambda self, value: None)
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(media.video, "_Decoder", Recorded)
+    return made
+
+
 def test_frames_are_skipped_only_where_the_codec_allows_it(tmp_path, monkeypatch):
-    """Only H.264 skips: other decoders decode every frame (HEVC's NONREF also drops pictures that higher temporal
-    layers predict from; libdav1d reads the skip setting only when it opens). Catches: skipping enabled for every
-    codec (checked by hand: this HEVC clip, which has non-reference frames, then decoded fewer frames)."""
-    path = sm.write_video(tmp_path / "hevc.mp4", duration=4.0, gop=30, audio=False, video_codec="libx265")
+    """Only H.264 skips: other decoders decode every frame on the way (HEVC's NONREF also drops pictures that higher
+    temporal layers predict from; libdav1d reads the skip setting only when it opens), as many as decoders that never
+    skip. Catches: skipping enabled for every codec (checked by hand: this HEVC clip's non-reference B-frames were
+    skipped, 87 frames instead of 100)."""
+    path = sm.write_video(tmp_path / "hevc.mp4", duration=4.0, gop=30, audio=False, video_codec="libx265", bframes=3)
     plan = media.plan_probed_video(media.probe(path), BIG, VideoPolicy(fps=2.0))
     loaded = media.load_video(path, plan)
     check_exact(path, loaded)
-    _without_frame_skipping(monkeypatch)
+    _recording_decoders(monkeypatch, never_skip=True)
     assert loaded.decoded_frames == media.load_video(path, plan).decoded_frames
+
+
+def _packets_in_decoding_order(path) -> list[tuple[int, bool]]:
+    """(timestamp, is keyframe) of every packet of the video stream, in the order the decoder takes them."""
+    with av.open(str(path)) as container:
+        return [(p.pts, p.is_keyframe) for p in container.demux(video=0) if p.size]
+
+
+def test_exact_mode_stops_at_each_targets_packet(files, monkeypatch):
+    """Where exact mode seeks after a target, the decoder takes the packets from the target's keyframe to the
+    target's own packet and no more (to the end of the stream for the last frame): the frames B-frames hold back for reordering are drained out at once, and the
+    target's frame is taken when it comes out, not when a later frame shows it was the last one on screen. Catches
+    (checked by hand): no drain (69 packets instead of 61: the decoder kept going until the reorder delay gave the
+    frame out), the frame taken only when the next one comes (the drain then ends the frames before the target is
+    taken, and the targets were decoded a second time, in a second decoder, without predictions)."""
+    path = files["bframes"]
+    plan = media.plan_probed_video(media.probe(path), BIG, VideoPolicy(fps=0.5))
+    order = _packets_in_decoding_order(path)
+    shown = sorted(pts for pts, _ in order)
+    expected = 0
+    for frame in plan.frame_indices:
+        position = next(i for i, (pts, _) in enumerate(order) if pts == shown[frame])
+        if frame >= len(shown) - 1:  # the last frame: to the end of the stream, which tells a truncated file
+            position = len(order) - 1
+        key = max(i for i, (pts, keyframe) in enumerate(order[: position + 1]) if keyframe and pts <= shown[frame])
+        expected += position - key + 1
+    decoders = _recording_decoders(monkeypatch)
+    loaded = media.load_video(path, plan)
+    check_exact(path, loaded)
+    assert plan.frames >= 4 and len(decoders) == 1
+    assert decoders[0].packets == expected, (decoders[0].packets, expected)
+
+
+def test_keyframe_mode_takes_one_packet_per_keyframe(files, monkeypatch):
+    """Keyframe mode gives the decoder each chosen keyframe's packet alone: it is drained at once, instead of taking
+    the packets after it until the B-frames' reorder delay lets the keyframe out. Catches (checked by hand): no drain
+    (12 packets for 4 keyframes)."""
+    path = files["bframes"]
+    plan = media.plan_probed_video(media.probe(path), BIG, VideoPolicy(fps=0.5))
+    decoders = _recording_decoders(monkeypatch)
+    loaded = media.load_video(path, plan, seek_mode="keyframe")
+    assert decoders[0].packets == len(set(loaded.frame_times)) == plan.frames
+    keyframes = {pts for pts, keyframe in _packets_in_decoding_order(path) if keyframe}
+    assert len(keyframes) > plan.frames
 
 
 def test_segments_split_the_decoding_work_evenly_not_the_target_count(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ __all__ = [
     "planned_seeks",
     "split_into_segments",
     "exact_costs",
+    "seeks_before",
     "exact_targets",
     "shown_frames",
 ]
@@ -98,13 +99,27 @@ def exact_costs(
     share on a 10 s GOP clip, and the costliest of 16, 67% more. (Packets an edit list discards are decoded but not
     counted: they lie before the first frame shown.)"""
     shown = np.searchsorted(packet_times, shown_times - 1e-9)
-    key_times = np.asarray(keys)
-    key_of = key_times[np.maximum(np.searchsorted(key_times, shown_times + 1e-9, side="right") - 1, 0)]
+    key_of = _keyframe_before(keys, shown_times)
     start = np.maximum(shown - np.searchsorted(packet_times, key_of - 1e-9) + 1, 1)
-    previous_times = np.concatenate(([-math.inf], shown_times[:-1]))
-    seeks = key_of > previous_times + SEEK_MIN_SKIP_FRAMES * frame_seconds
-    step = np.where(seeks, start, np.diff(shown, prepend=shown[0]))
+    step = np.where(_seeks(key_of, shown_times, frame_seconds), start, np.diff(shown, prepend=shown[0]))
     return start.astype(np.int64), step.astype(np.int64)
+
+
+def seeks_before(keys: list[float], shown_times: np.ndarray, frame_seconds: float) -> np.ndarray:
+    """Whether :func:`.video._decode_exact` seeks before each target (``shown_times``: the time of the frame each
+    shows, ascending): when the keyframe before its frame lies more than ``SEEK_MIN_SKIP_FRAMES`` frames past the
+    previous target's frame. True for the first target (a segment starts with a seek, or at the video's start)."""
+    return _seeks(_keyframe_before(keys, shown_times), shown_times, frame_seconds)
+
+
+def _keyframe_before(keys: list[float], shown_times: np.ndarray) -> np.ndarray:
+    key_times = np.asarray(keys)
+    return key_times[np.maximum(np.searchsorted(key_times, shown_times + 1e-9, side="right") - 1, 0)]
+
+
+def _seeks(key_of: np.ndarray, shown_times: np.ndarray, frame_seconds: float) -> np.ndarray:
+    previous_times = np.concatenate(([-math.inf], shown_times[:-1]))
+    return key_of > previous_times + SEEK_MIN_SKIP_FRAMES * frame_seconds
 
 
 def exact_targets(plan: VideoPlan, index: PacketIndex) -> tuple[float, ...]:

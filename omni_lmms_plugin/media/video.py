@@ -31,6 +31,7 @@ from .targets import (
     exact_costs,
     exact_targets,
     planned_seeks,
+    seeks_before,
     shown_frames,
     split_into_segments,
 )
@@ -94,48 +95,75 @@ class LoadedVideo:
             raise ValueError(f"audio {self.audio.shape} does not match the plan's {self.plan.audio_samples} samples")
 
 
+class _IndexMispredicted(Exception):
+    """The frames did not come as the packet index predicted where the decoder was to be drained: it was drained
+    without showing the frame predicted, or asked for more frames without a seek after a drain."""
+
+
 class _Decoder:
     """Frames of one video stream with their times (seconds from the stream start), decoding forward from wherever
-    the container was last positioned. Checks the deadline as it goes and counts decoded frames.
+    the container was last positioned. Checks the deadline as it goes and counts the packets it decodes and the frames
+    they give.
 
     With ``keep`` set (packet timestamps), the decoder discards the non-reference frames of all packets not in it:
     H.264 frames with ``nal_ref_idc == 0`` (typically most B-frames), which no other frame predicts from, so skipping
-    them changes no returned pixel. Only for codecs in ``_SKIPPING_CODECS``."""
+    them changes no returned pixel. Only for codecs in ``_SKIPPING_CODECS``.
+
+    ``last_before_seek`` (packet timestamps) names the packets after which the caller seeks (or stops): after such a
+    packet the decoder is drained, so the frames it holds back for reordering (B-frames delay the output by a frame or
+    two) come out at once instead of after more packets are decoded, and the frames end there (``drained`` is set until
+    the next seek: a drained decoder takes no more packets)."""
 
     def __init__(self, container, stream, name: str, deadline: float, origin: int) -> None:
         self.container, self.stream, self.name, self.deadline = container, stream, name, deadline
         self.keep: frozenset[int] | None = None
+        self.last_before_seek: frozenset[int] = frozenset()
+        self.drained = False
         self.time_base = stream.time_base
         self.seconds_per_tick = float(stream.time_base)  # float arithmetic per frame; Fractions are slow
         self.origin = origin  # time zero, in ticks (PacketIndex.origin)
         rate = stream.average_rate or stream.guessed_rate or 30
         self.frame_seconds = 1.0 / float(rate)
         self.decoded = 0
+        self.packets = 0
+
+    def ticks(self, seconds: float) -> int:
+        """The timestamp (``time_base`` ticks) of ``seconds`` from time zero."""
+        return self.origin + int(round(seconds / self.time_base))
 
     def seek(self, seconds: float) -> None:
         """Position the demuxer on the keyframe at or before ``seconds`` (the decoder is flushed)."""
-        offset = self.origin + int(round(seconds / self.time_base))
         try:
-            self.container.seek(max(offset, self.origin), backward=True, any_frame=False, stream=self.stream)
+            self.container.seek(
+                max(self.ticks(seconds), self.origin), backward=True, any_frame=False, stream=self.stream
+            )
         except av.FFmpegError as exc:
             raise MediaError(self.name, f"cannot seek to {seconds:.3f} s: {exc}") from exc
+        self.drained = False  # the seek flushed the decoder
 
     def frames(self):
-        """Yield ``(frame, seconds)`` in presentation order until the end of the stream."""
+        """Yield ``(frame, seconds)`` in presentation order until the end of the stream, or until the decoder is
+        drained after a packet in ``last_before_seek``."""
+        if self.drained:
+            raise _IndexMispredicted  # the caller did not seek where the index said it would
         previous = None
-        count = 0
         context = self.stream.codec_context
         skipping = context.skip_frame
         try:
             for packet in self.container.demux(self.stream):
-                count += 1
-                if count % DEADLINE_EVERY == 0:
+                self.packets += bool(packet.size)  # not the empty packet that ends the stream
+                if self.packets % DEADLINE_EVERY == 0:
                     self.check_deadline()
                 if self.keep is not None and packet.size:
                     wanted = "DEFAULT" if packet.pts in self.keep else "NONREF"
                     if wanted != skipping:  # H.264 reads it per packet (each frame thread on submit)
                         context.skip_frame = skipping = wanted
-                for frame in packet.decode():
+                frames = packet.decode()
+                last = bool(packet.size) and packet.pts in self.last_before_seek
+                if last:
+                    frames += context.decode(None)  # drain: the frames held back for reordering
+                    self.drained = True
+                for frame in frames:
                     self.decoded += 1
                     if frame.pts is not None:
                         seconds = (frame.pts - self.origin) * self.seconds_per_tick
@@ -143,6 +171,8 @@ class _Decoder:
                         seconds = (previous if previous is not None else 0.0) + self.frame_seconds
                     previous = seconds
                     yield frame, seconds
+                if last:
+                    return
         except av.FFmpegError as exc:
             raise MediaError(self.name, f"undecodable video data after {self.decoded} frames: {exc}") from exc
 
@@ -153,11 +183,17 @@ class _Decoder:
             )
 
 
-def _decode_exact(decoder: _Decoder, targets: tuple[float, ...], keys: list[float], store) -> list[float]:
+def _decode_exact(
+    decoder: _Decoder, targets: tuple[float, ...], keys: list[float], store, shown_pts: list[int | None] | None = None
+) -> list[float]:
     """For each target time (ascending), the last frame whose time is <= target (the frame on screen at that time).
 
     Decodes forward while the next target's keyframe is not ahead of the decoder; seeks to that keyframe when it is
-    (and skips at least ``SEEK_MIN_SKIP_FRAMES`` frames). Without keyframe times it decodes sequentially.
+    (and skips at least ``SEEK_MIN_SKIP_FRAMES`` frames). Without keyframe times it decodes sequentially. With
+    ``shown_pts`` (the timestamp of the frame each target shows, by the packet index; None for a target left to the
+    rule), a frame with that timestamp is taken as soon as it comes out, instead of when the next frame shows it was
+    the last one <= target. Raises :class:`_IndexMispredicted` when the decoder was drained (``last_before_seek``)
+    before the frames reached a target.
     """
     eps = 1e-6
     margin = SEEK_MIN_SKIP_FRAMES * decoder.frame_seconds
@@ -198,11 +234,19 @@ def _decode_exact(decoder: _Decoder, targets: tuple[float, ...], keys: list[floa
                 break
             previous = (frame, seconds)
             last_end = seconds + ((frame.duration or 0) * decoder.seconds_per_tick or decoder.frame_seconds)
+            while shown_pts and index < len(targets) and frame.pts is not None and frame.pts == shown_pts[index]:
+                store(index, frame)
+                times.append(seconds)
+                index += 1
+            if index >= len(targets):
+                break
             if keys:
                 slot = max(bisect.bisect_right(keys, targets[index] + eps) - 1, 0)
                 if keys[slot] > seconds + margin and keys[slot] > sought_key + eps:
                     break  # a keyframe lies ahead of us before the next target: seek to it
         else:
+            if decoder.drained:
+                raise _IndexMispredicted
             # End of stream: the last frame stands for the targets within its display interval (plus tolerance).
             while previous is not None and index < len(targets):
                 if targets[index] > (last_end or previous[1]) + _END_TOLERANCE_SECONDS:
@@ -230,7 +274,8 @@ def _decode_keyframes(
     decoder: _Decoder, targets: tuple[float, ...], keys: list[float], store, end: float | None
 ) -> list[float]:
     """For each target, the keyframe nearest to it (ties go to the earlier one), one seek and one frame per keyframe.
-    ``end`` is where the stream's packets end: a target past it means the file is shorter than planned."""
+    ``end`` is where the stream's packets end: a target past it means the file is shorter than planned. Raises
+    :class:`_IndexMispredicted` when the decoder was drained (``last_before_seek``) without showing the keyframe."""
     if not keys or end is None:
         raise MediaError(decoder.name, "no keyframes found in the video stream")
     reachable = sum(target <= end + _END_TOLERANCE_SECONDS for target in targets)
@@ -262,6 +307,8 @@ def _decode_keyframes(
                 times.append(seconds)
                 break
         else:
+            if decoder.drained:
+                raise _IndexMispredicted
             raise MediaError(decoder.name, f"no frame decoded at the keyframe at {key:.3f} s")
     return times
 
@@ -272,7 +319,8 @@ class _Span:
     target times (:func:`exact_targets` in exact mode, the planned times in keyframe mode), the packet index (time
     zero, keyframe times, the stream's end), the mode, the resize precision and the deadline; in exact mode, the
     timestamp and time of the frame each target shows by the packet index (``shown_pts``/``shown_times``, None when the
-    index is incomplete), which lets the decoder skip the non-reference frames no target shows."""
+    index is incomplete), which lets the decoder skip the non-reference frames no target shows and stop at each
+    target's packet."""
 
     name: str
     frames: np.ndarray
@@ -284,13 +332,14 @@ class _Span:
     shown_pts: np.ndarray | None = None
     shown_times: np.ndarray | None = None
 
-    def decode(self, decoder: _Decoder, start: int, stop: int, *, skip: bool = True) -> list[float]:
+    def decode(self, decoder: _Decoder, start: int, stop: int, *, predicted: bool = True) -> list[float]:
         """Decode targets ``[start, stop)`` into ``frames[start:stop]`` with ``decoder``; returns their times.
-        ``skip=False`` decodes every frame on the way (no frame skipping)."""
+        ``predicted=False`` decodes without the packet index's predictions of the frames shown: every frame on the way
+        (no frame skipping), and past each target until the decoder shows a later frame."""
         with resizing_on_this_thread():  # one core's work, as the decoder's (see .resize)
-            return self._decode(decoder, start, stop, skip=skip)
+            return self._decode(decoder, start, stop, predicted=predicted)
 
-    def _decode(self, decoder: _Decoder, start: int, stop: int, *, skip: bool) -> list[float]:
+    def _decode(self, decoder: _Decoder, start: int, stop: int, *, predicted: bool) -> list[float]:
         stream, frames = decoder.stream, self.frames
         targets, keys = self.targets[start:stop], self.index.keys
 
@@ -304,30 +353,43 @@ class _Span:
         # 30% to 40% slower when seeking per target), so it is used only when no seek is planned.
         seeks = len(targets) if self.seek_mode == "keyframe" else planned_seeks(targets, keys, decoder.frame_seconds)
         stream.thread_type = "SLICE" if seeks else "AUTO"
-        if self.seek_mode == "keyframe":
-            return _decode_keyframes(decoder, targets, keys, store, self.index.end)
-        if not skip or self.shown_pts is None or stream.codec_context.name not in _SKIPPING_CODECS:
-            return _decode_exact(decoder, targets, keys, store)
-        decoder.keep = frozenset(self.shown_pts[start:stop].tolist())
-        times = _decode_exact(decoder, targets, keys, store)
-        if np.allclose(times, self.shown_times[start:stop], rtol=0, atol=1e-9):
-            return times
+        try:
+            if self.seek_mode == "keyframe":
+                if predicted:  # each keyframe's packet is the last before the next seek
+                    decoder.last_before_seek = frozenset(decoder.ticks(key) for key in keys)
+                return _decode_keyframes(decoder, targets, keys, store, self.index.end)
+            if not predicted or self.shown_pts is None:
+                return _decode_exact(decoder, targets, keys, store)
+            shown_pts = self.shown_pts[start:stop]
+            if stream.codec_context.name in _SKIPPING_CODECS:
+                decoder.keep = frozenset(shown_pts.tolist())
+            # Stop at a target's packet where the next target seeks, and at the last target. Not at the stream's last
+            # packet: a target there may lie past the end of a truncated file, which the end of the stream tells.
+            inside = shown_pts != self.index.pts[-1]
+            seeks_next = np.append(seeks_before(keys, self.shown_times[start:stop], decoder.frame_seconds)[1:], True)
+            decoder.last_before_seek = frozenset(shown_pts[seeks_next & inside].tolist())
+            predicted_pts = [pts if within else None for pts, within in zip(shown_pts.tolist(), inside, strict=True)]
+            times = _decode_exact(decoder, targets, keys, store, predicted_pts)
+            if np.allclose(times, self.shown_times[start:stop], rtol=0, atol=1e-9):
+                return times
+        except _IndexMispredicted:
+            pass
         # The decoder showed other frames than the packet index predicted (it dropped or re-timed a kept packet's
-        # frame), so a skipped frame may have been the one on screen: decode again, skipping nothing, in a fresh
-        # container (the skipping decoder is not trusted again).
-        logger.debug("%s: frames differ from the packet index; decoding again without frame skipping", self.name)
-        again, decoded = self.decode_apart(start, stop, threads=stream.thread_count, skip=False)
+        # frame), so a skipped frame may have been the one on screen, or a frame past a drained packet: decode again,
+        # without predictions, in a fresh container (the skipping decoder is not trusted again).
+        logger.debug("%s: frames differ from the packet index; decoding again without its predictions", self.name)
+        again, decoded = self.decode_apart(start, stop, threads=stream.thread_count, predicted=False)
         decoder.decoded += decoded
         return again
 
-    def decode_apart(self, start: int, stop: int, *, threads: int, skip: bool = True) -> tuple[list[float], int]:
+    def decode_apart(self, start: int, stop: int, *, threads: int, predicted: bool = True) -> tuple[list[float], int]:
         """:meth:`decode` in a container of its own, its decoder limited to ``threads`` threads; returns the times
         and the number of frames decoded."""
         with open_container(self.name) as container:
             stream = container.streams.video[0]
             stream.thread_count = threads
             decoder = _Decoder(container, stream, self.name, self.deadline, self.index.origin)
-            return self.decode(decoder, start, stop, skip=skip), decoder.decoded
+            return self.decode(decoder, start, stop, predicted=predicted), decoder.decoded
 
 
 def load_video(
@@ -350,11 +412,13 @@ def load_video(
     screen half a frame after the planned time: the same frame for a constant-rate file, even where the container
     rounded its timestamps). It decodes forward for dense targets and seeks to the keyframe before a target when that
     skips frames, so it never decodes more than plain sequential decoding. The packet index says which packet each
-    target shows; for H.264 the decoder discards the non-reference frames of all other packets (most B-frames: no
-    frame predicts from them, so no returned pixel changes), and if the frames shown still differ from the index's
-    prediction the targets are decoded again, in a fresh container, without skipping. ``seek_mode="keyframe"``: for
-    each planned time, the nearest keyframe (from the packet index, no decoding), one frame per keyframe; faster,
-    deterministic, and the real times are returned. Kept frames are turned upright (the display matrix, or the legacy
+    target shows: the decoder takes that frame as soon as it comes out, and where a seek follows, it decodes no packet
+    past the target's own (it is drained of the frames it holds back for reordering instead); for H.264 it discards
+    the non-reference frames of all other packets (most B-frames: no frame predicts from them, so no returned pixel
+    changes). If the frames shown still differ from the index's prediction, the targets are decoded again, in a fresh
+    container, without its predictions. ``seek_mode="keyframe"``: for each planned time, the nearest keyframe (from
+    the packet index, no decoding), one packet and one frame per keyframe; faster, deterministic, and the real times
+    are returned. Kept frames are turned upright (the display matrix, or the legacy
     ``rotate`` tag), converted to RGB at full size and resized to exactly ``plan.height x plan.width`` with the
     reference's antialiased bicubic (:mod:`.resize`): ``resize="reference"`` gives ``fetch_video``'s pixels bit for
     bit, ``resize="fast"`` torch's uint8 kernel of the same filter.
