@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|")
     print(
         f"| {core_seconds:.2f} ({one['decode_cpu']:.2f} decoding + {one['processor_cpu']:.2f} processor) | "
-        f"{supply:.2f} | {gpu_rate:.2f} | {'yes' if supply >= gpu_rate else 'no'} ({supply / gpu_rate:.2f}x) |"
+        f"{supply:.3f} | {gpu_rate:.2f} | {'yes' if supply >= gpu_rate else 'no'} ({supply / gpu_rate:.3f}x) |"
     )
     return 0
 
