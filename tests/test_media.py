@@ -317,6 +317,36 @@ def test_exact_mode_stops_at_each_targets_packet(files, monkeypatch):
     assert decoders[0].packets == expected, (decoders[0].packets, expected)
 
 
+def test_exact_mode_decodes_again_when_a_drained_decoder_did_not_show_the_predicted_frame(files, monkeypatch):
+    """The safety net of the stop at each target: when the decoder is drained after a target's packet (a seek follows)
+    without showing the frame the packet index predicted (here the first decoder drops that frame, as a decoder may
+    drop a frame it cannot decode), the targets are decoded again in a fresh decoder without predictions, and every
+    frame is still exact. Catches (checked by hand): the drained decoder's end taken for the end of the stream
+    (`decoder.drained` not checked in `_decode_exact`): the frame before the dropped one stood for the second target,
+    and the load failed at the third ("the video stream ends at 2.567 s")."""
+    path = files["bframes"]
+    plan = media.plan_probed_video(media.probe(path), BIG, VideoPolicy(fps=0.5))
+    with av.open(str(path)) as container:
+        shown = sorted(packet.pts for packet in container.demux(video=0) if packet.size)
+    dropped = shown[plan.frame_indices[1]]
+    made = []
+
+    class FirstDropsOneFrame(media.video._Decoder):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+        def frames(self):
+            for frame, seconds in super().frames():
+                if not (self is made[0] and frame.pts == dropped):
+                    yield frame, seconds
+
+    monkeypatch.setattr(media.video, "_Decoder", FirstDropsOneFrame)
+    loaded = media.load_video(path, plan)
+    check_exact(path, loaded)
+    assert len(made) == 2
+
+
 def test_keyframe_mode_takes_one_packet_per_keyframe(files, monkeypatch):
     """Keyframe mode gives the decoder each chosen keyframe's packet alone: it is drained at once, instead of taking
     the packets after it until the B-frames' reorder delay lets the keyframe out. Catches (checked by hand): no drain
