@@ -68,6 +68,7 @@ _CONTAINERS: dict[str, tuple[str, str]] = {
     ".mkv": ("libx264", "aac"),
     ".webm": ("libvpx", "libopus"),
     ".avi": ("mpeg4", "libmp3lame"),
+    ".ts": ("libx264", "aac"),
 }
 _AUDIO_CODECS: dict[str, str] = {
     ".wav": "pcm_s16le",
@@ -285,7 +286,7 @@ def write_video(
 ) -> Path:
     """Write a ``duration``-second video of ``round(duration * fps)`` frames (at least one) and return its path.
 
-    The container follows the suffix: ``.mp4``/``.m4v``/``.mov`` and ``.mkv`` hold H.264 + AAC, ``.webm`` VP8 + Opus,
+    The container follows the suffix: ``.mp4``/``.m4v``/``.mov``, ``.mkv`` and ``.ts`` (MPEG-TS) hold H.264 + AAC, ``.webm`` VP8 + Opus,
     ``.avi`` MPEG-4 Part 2 + MP3 (``video_codec``/``audio_codec`` override). ``gop`` is the keyframe interval in frames (default ``2 * fps``, fixed:
     no scene-cut keyframes). ``vfr`` gives frames irregular durations (see :func:`frame_schedule`). ``bframes`` > 0
     makes H.264 (and MPEG-4 Part 2) reorder frames (decode order differs from presentation order). ``encoding`` is ``"fast"`` (flat

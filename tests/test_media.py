@@ -347,6 +347,32 @@ def test_exact_mode_decodes_again_when_a_drained_decoder_did_not_show_the_predic
     assert len(made) == 2
 
 
+@pytest.mark.parametrize("seek_mode", ["exact", "keyframe"])
+def test_an_mpeg_ts_file_gets_the_right_frames_though_its_seeks_land_late(tmp_path, seek_mode):
+    """MPEG-TS has no seek index: FFmpeg seeks it by searching timestamps, and here a seek to a keyframe's time lands
+    on the next keyframe (past the stream's end for the last one). Exact mode still returns frame i for planned frame
+    i, and keyframe mode the keyframe nearest each planned time, with one segment and with two. Catches (checked by
+    hand): a seek that finds no frame taken for the end of the stream (exact: "the video stream ends at 5.367 s"),
+    the keyframe-mode seek that lands late taken as it lands (the keyframe after the nearest one returned), a seek to
+    the first keyframe's time instead of to the start of the file (keyframe mode: frame 30 for frame 0), and the step
+    back undone by a seek to the target's own keyframe (exact: it sought back and forth until decode_timeout)."""
+    path = sm.write_video(tmp_path / "b.ts", duration=8.0, gop=30, bframes=3, audio=False)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        keyframes = sorted(packet.pts for packet in container.demux(stream) if packet.size and packet.is_keyframe)
+        key_times = [float((pts - stream.start_time) * stream.time_base) for pts in keyframes]
+    for fps, workers in [(0.5, 1), (2.0, 1), (2.0, 2)]:
+        plan = media.plan_probed_video(media.probe(path), BIG, VideoPolicy(fps=fps))
+        loaded = media.load_video(path, plan, seek_mode=seek_mode, workers=workers)
+        markers = [sm.read_frame_index(frame) for frame in loaded.frames]
+        if seek_mode == "exact":
+            check_exact(path, loaded)
+            continue
+        nearest = [min(key_times, key=lambda key: (abs(key - planned), key)) for planned in plan.frame_times]
+        assert loaded.frame_times == pytest.approx(nearest, abs=1e-6)
+        assert markers == [round(key * 30) for key in nearest], (fps, workers)
+
+
 def test_keyframe_mode_takes_one_packet_per_keyframe(files, monkeypatch):
     """Keyframe mode gives the decoder each chosen keyframe's packet alone: it is drained at once, instead of taking
     the packets after it until the B-frames' reorder delay lets the keyframe out. Catches (checked by hand): no drain

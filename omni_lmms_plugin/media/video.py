@@ -141,6 +141,16 @@ class _Decoder:
             raise MediaError(self.name, f"cannot seek to {seconds:.3f} s: {exc}") from exc
         self.drained = False  # the seek flushed the decoder
 
+    def rewind(self) -> None:
+        """Position the demuxer at the start of the file. Not a seek to time zero: formats without a seek index (such
+        as MPEG-TS) are sought by searching timestamps, and a seek to the first keyframe's time lands a keyframe late
+        there; a seek to a time before every packet does not."""
+        try:
+            self.container.seek(0, backward=True, any_frame=False)
+        except av.FFmpegError as exc:
+            raise MediaError(self.name, f"cannot seek to the start: {exc}") from exc
+        self.drained = False
+
     def frames(self):
         """Yield ``(frame, seconds)`` in presentation order until the end of the stream, or until the decoder is
         drained after a packet in ``last_before_seek``."""
@@ -202,6 +212,7 @@ def _decode_exact(
     position = -math.inf  # time of the last decoded frame
     at_start = True
     fallback_keys = 0  # extra keyframes to step back when a seek lands past its target
+    stepped_back_for = -1  # the target being reached from an earlier keyframe: decode forward to it, do not seek
     sought_key = -math.inf  # keyframe of the latest seek: never seek to it (or before it) again, except to step back
     last_end = None
     while index < len(targets):
@@ -211,7 +222,7 @@ def _decode_exact(
             slot = max(bisect.bisect_right(keys, target + eps) - 1 - fallback_keys, 0)
             key = keys[slot]
             if (fallback_keys or key > sought_key + eps) and key > position + margin and (not at_start or slot > 0):
-                decoder.seek(key)
+                decoder.seek(key) if slot > 0 else decoder.rewind()
                 sought_key = key
                 at_start = slot == 0 and fallback_keys > 0
                 position = -math.inf
@@ -222,6 +233,7 @@ def _decode_exact(
             if previous is None and sought and seconds > targets[index] + eps:
                 # The seek landed after the target (inexact index): step back one more keyframe and retry.
                 fallback_keys += 1
+                stepped_back_for = index
                 restart = True
                 break
             position = seconds
@@ -240,11 +252,17 @@ def _decode_exact(
                 index += 1
             if index >= len(targets):
                 break
-            if keys:
+            if keys and index != stepped_back_for:
                 slot = max(bisect.bisect_right(keys, targets[index] + eps) - 1, 0)
                 if keys[slot] > seconds + margin and keys[slot] > sought_key + eps:
                     break  # a keyframe lies ahead of us before the next target: seek to it
         else:
+            if sought and previous is None and fallback_keys < len(keys):
+                # The seek found no frame: it landed past the stream's end (formats without a seek index, such as
+                # MPEG-TS, are sought by searching timestamps). Step back one more keyframe and retry.
+                fallback_keys += 1
+                stepped_back_for = index
+                continue
             if decoder.drained:
                 raise _IndexMispredicted
             # End of stream: the last frame stands for the targets within its display interval (plus tolerance).
@@ -299,18 +317,31 @@ def _decode_keyframes(
             times.append(seconds)
             continue
         decoder.check_deadline()
-        decoder.seek(key)
-        for frame, seconds in decoder.frames():
+        frame, seconds = _frame_at_keyframe(decoder, keys, key)
+        store(index, frame)
+        cache[key] = (index, seconds)
+        times.append(seconds)
+    return times
+
+
+def _frame_at_keyframe(decoder: _Decoder, keys: list[float], key: float):
+    """The frame shown at keyframe ``key`` and its time: a seek to it, then one frame. Where the seek lands after it,
+    or past the stream's end (formats without a seek index, such as MPEG-TS, are sought by searching timestamps), it
+    seeks one keyframe earlier at a time and decodes forward to it."""
+    slot = bisect.bisect_left(keys, key - 1e-6)
+    for start in range(slot, -1, -1):
+        decoder.seek(keys[start]) if start > 0 else decoder.rewind()
+        for count, (frame, seconds) in enumerate(decoder.frames()):
+            if count == 0 and start > 0 and seconds > keys[start] + 1e-6:
+                break  # landed late: step back
             if seconds + 1e-6 >= key:
-                store(index, frame)
-                cache[key] = (index, seconds)
-                times.append(seconds)
-                break
+                return frame, seconds
         else:
             if decoder.drained:
                 raise _IndexMispredicted
-            raise MediaError(decoder.name, f"no frame decoded at the keyframe at {key:.3f} s")
-    return times
+            if start == 0:
+                break
+    raise MediaError(decoder.name, f"no frame decoded at the keyframe at {key:.3f} s")
 
 
 @dataclass(frozen=True)
@@ -472,7 +503,7 @@ def load_video(
         # which frames to skip.
         index = scan_packets(container, stream, name, deadline)
         decoder = _Decoder(container, stream, name, deadline, index.origin)
-        decoder.seek(0.0)
+        decoder.rewind()
         shown = None
         if seek_mode == "exact":
             targets = exact_targets(plan, index)
