@@ -348,22 +348,33 @@ def test_exact_mode_decodes_again_when_a_drained_decoder_did_not_show_the_predic
 
 
 @pytest.mark.parametrize("seek_mode", ["exact", "keyframe"])
-def test_an_mpeg_ts_file_gets_the_right_frames_though_its_seeks_land_late(tmp_path, seek_mode):
+def test_an_mpeg_ts_file_gets_the_right_frames_though_its_seeks_land_late(tmp_path, seek_mode, monkeypatch):
     """MPEG-TS has no seek index: FFmpeg seeks it by searching timestamps, and here a seek to a keyframe's time lands
     on the next keyframe (past the stream's end for the last one). Exact mode still returns frame i for planned frame
-    i, and keyframe mode the keyframe nearest each planned time, with one segment and with two. Catches (checked by
-    hand): a seek that finds no frame taken for the end of the stream (exact: "the video stream ends at 5.367 s"),
+    i, and keyframe mode the keyframe nearest each planned time, with one segment and with two, each decoded once
+    (the packet index's predictions hold). Catches (checked by hand): a seek that finds no frame taken for the end of the stream (exact: "the video stream ends at 5.367 s"),
     the keyframe-mode seek that lands late taken as it lands (the keyframe after the nearest one returned), a seek to
     the first keyframe's time instead of to the start of the file (keyframe mode: frame 30 for frame 0), and the step
-    back undone by a seek to the target's own keyframe (exact: it sought back and forth until decode_timeout)."""
+    back undone by a seek to the target's own keyframe (exact: it sought back and forth until decode_timeout), and a
+    step back that still stops after the packets on the way (an earlier target's, an earlier keyframe's: the frames
+    ended before the target, and a second decode without predictions followed)."""
     path = sm.write_video(tmp_path / "b.ts", duration=8.0, gop=30, bframes=3, audio=False)
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         keyframes = sorted(packet.pts for packet in container.demux(stream) if packet.size and packet.is_keyframe)
         key_times = [float((pts - stream.start_time) * stream.time_base) for pts in keyframes]
+    decode_apart = media.video._Span.decode_apart
+    second_decodes = []
+
+    def recording(span, *args, predicted=True, **kwargs):
+        second_decodes.extend([] if predicted else [args])
+        return decode_apart(span, *args, predicted=predicted, **kwargs)
+
+    monkeypatch.setattr(media.video._Span, "decode_apart", recording)
     for fps, workers in [(0.5, 1), (2.0, 1), (2.0, 2)]:
         plan = media.plan_probed_video(media.probe(path), BIG, VideoPolicy(fps=fps))
         loaded = media.load_video(path, plan, seek_mode=seek_mode, workers=workers)
+        assert not second_decodes, (fps, workers)
         markers = [sm.read_frame_index(frame) for frame in loaded.frames]
         if seek_mode == "exact":
             check_exact(path, loaded)

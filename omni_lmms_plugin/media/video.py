@@ -234,6 +234,7 @@ def _decode_exact(
                 # The seek landed after the target (inexact index): step back one more keyframe and retry.
                 fallback_keys += 1
                 stepped_back_for = index
+                _stop_only_at_targets_from(decoder, shown_pts, index)
                 restart = True
                 break
             position = seconds
@@ -262,6 +263,7 @@ def _decode_exact(
                 # MPEG-TS, are sought by searching timestamps). Step back one more keyframe and retry.
                 fallback_keys += 1
                 stepped_back_for = index
+                _stop_only_at_targets_from(decoder, shown_pts, index)
                 continue
             if decoder.drained:
                 raise _IndexMispredicted
@@ -286,6 +288,13 @@ def _decode_exact(
             continue
         fallback_keys = 0
     return times
+
+
+def _stop_only_at_targets_from(decoder: _Decoder, shown_pts: list[int | None] | None, index: int) -> None:
+    """Before decoding forward from an earlier keyframe: the decoder stops only after the packets of targets ``index``
+    on, not after an earlier target's packet on the way."""
+    if shown_pts:
+        decoder.last_before_seek = decoder.last_before_seek.intersection(shown_pts[index:])
 
 
 def _decode_keyframes(
@@ -330,6 +339,8 @@ def _frame_at_keyframe(decoder: _Decoder, keys: list[float], key: float):
     seeks one keyframe earlier at a time and decodes forward to it."""
     slot = bisect.bisect_left(keys, key - 1e-6)
     for start in range(slot, -1, -1):
+        if start < slot:  # stepping back: stop after the wanted keyframe's packet, not after the one on the way
+            decoder.last_before_seek = decoder.last_before_seek - {decoder.ticks(keys[start])}
         decoder.seek(keys[start]) if start > 0 else decoder.rewind()
         for count, (frame, seconds) in enumerate(decoder.frames()):
             if count == 0 and start > 0 and seconds > keys[start] + 1e-6:
