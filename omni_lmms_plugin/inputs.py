@@ -9,11 +9,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .budget import AUDIO_SAMPLE_RATE
 from .config import AdapterConfig
-from .media import is_frame_sequence, load_audio, load_frames, load_video
+from .media import is_frame_sequence, load_audio, load_frames, load_video, resize_image
 from .request import Request
 from .request_plan import PlannedAudio, PlannedImage, PlannedVideo, RequestPlan
 
@@ -81,10 +80,9 @@ def prepare_inputs(processor: Any, request: Request, plan: RequestPlan, config: 
     rates: list[float] = []
     for record, entry in zip(media, plan.planned, strict=True):
         if isinstance(entry, PlannedImage):
-            # A shrunk image is resized here (bicubic, as the processor resizes) to its planned multiple-of-28 size,
-            # which the processor's own resize rule then keeps.
-            shrunk = entry.image.resize((entry.width, entry.height), Image.Resampling.BICUBIC) if entry.shrunk else None
-            images.append(shrunk or entry.image)
+            # Resized here to its planned multiple-of-28 size as fetch_image resizes (the processor's own resize then
+            # keeps that size): the reference's pixels, and a retry's smaller size.
+            images.append(resize_image(entry.image, entry.width, entry.height))
         elif isinstance(entry, PlannedAudio):
             audio.append(_waveform(entry, config.decode_timeout))
             audio_sources.append(None)

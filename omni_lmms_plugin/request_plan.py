@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .budget import (
     AUDIO_SAMPLE_RATE,
@@ -26,7 +25,7 @@ from .budget import (
 )
 from .config import AdapterConfig
 from .errors import BudgetError, ConfigError, MediaError
-from .media import MediaInfo, is_frame_sequence, plan_probed_video, probe, probe_frames
+from .media import MediaInfo, is_frame_sequence, open_image, plan_probed_video, probe, probe_frames
 from .memory import ModelDims, estimate_peak_memory
 from .request import MediaItem, Request, RequestSettings, build_messages, classify_visuals
 from .subtitles import SUBTITLE_PLACEHOLDER, SubtitleCue, SubtitleTrack, render_subtitles
@@ -42,17 +41,6 @@ __all__ = [
     "templated_prompt",
     "torch_linspace_indices",
 ]
-
-
-def _open_image(item: MediaItem) -> Any:
-    """An RGB PIL image from a path or a PIL image."""
-    if not isinstance(item.source, str):
-        return item.source.convert("RGB")
-    try:
-        with Image.open(item.source) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError) as error:
-        raise MediaError(item.source, f"unreadable image: {error}") from error
 
 
 def torch_linspace_indices(total_frames: int, count: int) -> tuple[int, ...]:
@@ -316,7 +304,7 @@ def plan_request(
     fixed_tokens = 0
     for item in items:
         if item.kind == "image":
-            image = _open_image(item)
+            image = open_image(item.source)
             height, width, tokens = plan_image(
                 image.size[1], image.size[0], min_pixels=min_image, max_pixels=max_image, geometry=geometry
             )

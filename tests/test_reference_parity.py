@@ -247,6 +247,64 @@ def test_a_fitting_frame_list_gets_exactly_the_reference_frames_size_rate_and_pi
     )
 
 
+def grained_image(width: int, height: int, *, transparent_band: bool):
+    """A PIL image with grain over colour bands (so that every resize step shows); with ``transparent_band`` an RGBA
+    image whose top quarter is transparent and whose next quarter is half transparent."""
+    from PIL import Image
+
+    rng = np.random.default_rng(width * height)
+    rgb = np.clip(
+        sm.marked_frame(3, width=width, height=height).astype(np.int16) + rng.integers(-32, 32, (height, width, 3)),
+        0,
+        255,
+    )
+    image = Image.fromarray(rgb.astype(np.uint8))
+    if transparent_band:
+        alpha = np.full((height, width), 255, dtype=np.uint8)
+        alpha[: height // 4] = 0
+        alpha[height // 4 : height // 2] = 128
+        image.putalpha(Image.fromarray(alpha))
+    return image
+
+
+@pytest.mark.parametrize(
+    ("kind", "width", "height"),
+    [("rgba_png", 333, 217), ("rgba_in_memory", 61, 45), ("rgb_jpeg", 640, 480)],
+)
+def test_an_image_gets_exactly_the_reference_pixels(processor, tmp_path, kind, width, height):
+    """An image request's pixels are those of lmms-eval's built-in Qwen2.5-Omni path (qwen-omni-utils'
+    ``process_mm_info``, i.e. ``fetch_image``, then the processor), bit for bit: an RGBA PNG file, a small in-memory
+    RGBA image (as task docs hand PIL images; below the minimum pixels, so scaled up) and an RGB JPEG, none at a
+    multiple of 28. Breaking checks (by hand): RGBA converted by ``convert("RGB")``, alpha dropped (the old path):
+    both RGBA cases failed (226,314 and 9,650 values differ); the original image handed to the processor to resize
+    (the old path): all three failed (1,324, 88 and 413,206 values differ)."""
+    from qwen_omni_utils import process_mm_info
+
+    from omni_lmms_plugin.config import AdapterConfig
+    from omni_lmms_plugin.inputs import prepare_inputs
+    from omni_lmms_plugin.request import Request, resolve_settings
+    from omni_lmms_plugin.request_plan import plan_request
+
+    image = grained_image(width, height, transparent_band=kind.startswith("rgba"))
+    if kind == "rgba_in_memory":
+        source = image
+    else:
+        source = str(tmp_path / ("image.png" if kind == "rgba_png" else "image.jpg"))
+        image.save(source)
+    config = AdapterConfig()
+    request = Request(0, "What is shown?", {"max_new_tokens": 4}, 0, "t", "test", lambda doc: [source], {})
+    plan = plan_request(processor, request, config, resolve_settings(request, config), max_model_len=32_768)
+    ours = prepare_inputs(processor, request, plan, config).batch
+
+    message = [{"role": "user", "content": [{"type": "image", "image": source}, {"type": "text", "text": "q"}]}]
+    _, images, _ = process_mm_info(message, use_audio_in_video=False)
+    reference = processor(text=[plan.text], images=images, return_tensors="pt")
+    assert isinstance(source, str) or source.mode == "RGBA"  # the in-memory image reached the reference unconverted
+    assert ours["image_grid_thw"].tolist() == reference["image_grid_thw"].tolist()
+    differ = int((ours["pixel_values"] != reference["pixel_values"]).sum())
+    assert differ == 0, f"{differ} of {ours['pixel_values'].numel()} pixel values differ from the reference's"
+
+
 def test_the_binding_budget_keeps_the_reference_count_and_lowers_pixels(clips):
     """On a real file, a budget below the reference plan keeps fetch_video's frame indices and shrinks the size."""
     path = str(clips["h264_1080p.mp4"])

@@ -5,7 +5,8 @@
 * :mod:`.resize`: a decoded frame as the RGB pixels the model sees, by the reference's own resize;
 * :mod:`.targets`: which frames exact mode decodes, from the packet index alone (targets, seeks, segments);
 * :mod:`.audio`: an audio stream as mono float32 at 16 kHz;
-* :mod:`.frames`: image-sequence videos (a folder or a list of frames).
+* :mod:`.frames`: image-sequence videos (a folder or a list of frames);
+* :mod:`.image`: still images, read and resized as the reference reads and resizes them.
 
 Times at this package's surface are float seconds from the start of the video stream. Time spans are half-open.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from .audio import load_audio
 from .frames import is_frame_sequence, load_frames, probe_frames
+from .image import open_image, resize_image
 from .probe import MediaInfo, plan_probed_video, probe
 from .video import SEEK_MODES, LoadedVideo, SeekMode, load_video
 
@@ -29,4 +31,6 @@ __all__ = [
     "is_frame_sequence",
     "probe_frames",
     "load_frames",
+    "open_image",
+    "resize_image",
 ]

@@ -25,6 +25,7 @@ from ..budget import GRID_PIXELS, IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS, Geometry, 
 from ..config import ResizeChoice
 from ..errors import ConfigError, MediaError
 from ..video_plan import REFERENCE_FRAMES_FPS, VideoPlan
+from .image import open_image, resize_image
 from .probe import MediaInfo
 from .resize import resize_rgb, resizing_on_this_thread
 from .video import LoadedVideo
@@ -67,17 +68,6 @@ def frame_paths(source: FrameSource) -> list[str]:
     if not paths:
         raise MediaError(label, f"no frame images ({', '.join(FRAME_SUFFIXES)}) in this image-sequence video")
     return paths
-
-
-def _read_frame(path: str) -> Image.Image:
-    """A frame image as ``fetch_image`` reads it: RGB, an RGBA image laid over white."""
-    with Image.open(path) as image:
-        image.load()
-        if image.mode == "RGBA":
-            rgb = Image.new("RGB", image.size, (255, 255, 255))
-            rgb.paste(image, mask=image.getchannel("A"))
-            return rgb
-        return image.convert("RGB")
 
 
 def _stacked_size(width: int, height: int) -> tuple[int, int]:
@@ -135,11 +125,8 @@ def load_frames(source: FrameSource, plan: VideoPlan, *, resize: ResizeChoice = 
     frames = np.empty((plan.frames, plan.height, plan.width, 3), dtype=np.uint8)
     with resizing_on_this_thread():  # one core's work, as a video's decoding segment (see .resize)
         for slot, index in enumerate(plan.frame_indices):
-            try:
-                image = _read_frame(paths[index])
-            except (OSError, ValueError) as error:
-                raise MediaError(paths[index], f"unreadable frame image: {error}") from error
-            stacked = image.resize(_stacked_size(*image.size), Image.Resampling.BICUBIC)
+            image = open_image(paths[index])
+            stacked = resize_image(image, *_stacked_size(*image.size))
             resize_rgb(np.array(stacked), frames[slot], resize)
     return LoadedVideo(
         path=str(source) if not isinstance(source, (list, tuple)) else paths[0],
