@@ -12,7 +12,7 @@ import torch
 
 from .budget import AUDIO_SAMPLE_RATE
 from .config import AdapterConfig
-from .media import is_frame_sequence, load_audio, load_frames, load_video, resize_image
+from .media import is_frame_sequence, load_audio, load_frames, load_video, mono_16k, resize_image
 from .request import Request
 from .request_plan import PlannedAudio, PlannedImage, PlannedVideo, RequestPlan
 
@@ -40,14 +40,7 @@ class PreparedInputs:
 def _waveform(audio: PlannedAudio, decode_timeout: float) -> np.ndarray:
     """The planned span of a standalone clip, mono float32 at 16 kHz, exactly ``audio.samples`` long."""
     if isinstance(audio.source, dict):
-        waveform = np.asarray(audio.source["array"], dtype=np.float32)
-        if waveform.ndim > 1:
-            waveform = waveform.mean(axis=0 if waveform.shape[0] < waveform.shape[-1] else -1)
-        rate = int(audio.source.get("sampling_rate", AUDIO_SAMPLE_RATE))
-        if rate != AUDIO_SAMPLE_RATE:  # linear interpolation onto the 16 kHz grid
-            count = int(round(len(waveform) * AUDIO_SAMPLE_RATE / rate))
-            positions = np.linspace(0, len(waveform) - 1, count)
-            waveform = np.interp(positions, np.arange(len(waveform)), waveform).astype(np.float32)
+        waveform = mono_16k(audio.source["array"], int(audio.source.get("sampling_rate", AUDIO_SAMPLE_RATE)))
         out = np.zeros(audio.samples, dtype=np.float32)
         out[: min(audio.samples, len(waveform))] = waveform[: audio.samples]
         return out

@@ -317,3 +317,137 @@ def test_the_binding_budget_keeps_the_reference_count_and_lowers_pixels(clips):
     assert plan.height * plan.width < reference.height * reference.width
     assert plan.total_tokens <= budget
     assert math.isclose(plan.sample_fps, reference.sample_fps)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Audio: qwen-omni-utils' process_audio_info (librosa: channels averaged, soxr high-quality resampling to 16 kHz) and
+# lmms-eval's built-in adapter's resample_audio are the oracles.
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _distinct_channels(rate: int, seconds: float, channels: int) -> np.ndarray:
+    """(samples, channels) float32 in [-1, 1): a different tone per channel, content above 8 kHz (which resampling to
+    16 kHz must remove) and noise, so that the channel mix, the scale and the filter all show."""
+    t = np.arange(int(round(rate * seconds))) / rate
+    noise = np.random.default_rng(channels).standard_normal((len(t), channels)) * 0.05
+    tones = [
+        0.3 * np.sin(2 * np.pi * (330 + 220 * c) * t) + 0.15 * np.sin(2 * np.pi * 10_500 * t) for c in range(channels)
+    ]
+    return (np.stack(tones, axis=1) + noise).astype(np.float32) * 0.8
+
+
+def _reference_audio(path: str) -> np.ndarray:
+    """qwen-omni-utils' ``process_audio_info`` on a standalone audio file (librosa, which reads WAV with soundfile)."""
+    from qwen_omni_utils.v2_5.audio_process import process_audio_info
+
+    return process_audio_info([{"role": "user", "content": [{"type": "audio", "audio": path}]}], False)[0]
+
+
+def _assert_same_samples(ours: np.ndarray, reference: np.ndarray) -> None:
+    """Equal, bit for bit, over the shorter one's length."""
+    n = min(len(ours), len(reference))
+    differ = int(np.count_nonzero(ours[:n] != reference[:n]))
+    assert differ == 0, (
+        f"{differ} of {n} samples differ from the reference's (max {np.abs(ours[:n] - reference[:n]).max():.3g})"
+    )
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(44_100, 2), (48_000, 6), (22_050, 1), (16_000, 2)])
+def test_an_audio_file_gets_exactly_the_reference_samples(tmp_path, rate, channels):
+    """A 16-bit WAV (stereo, 5.1, mono; 44.1, 48, 22.05 and 16 kHz) loads as the very samples qwen-omni-utils feeds the
+    model: the channels' mean, resampled by soxr's high quality, bit for bit (lengths within one sample: ours is the
+    planned span, librosa's ``ceil(n * 16000 / rate)``). Breaking checks (by hand): the old path (FFmpeg's float
+    downmix, (L+R)/sqrt(2) for stereo, and FFmpeg's resampler): all four failed; FFmpeg's 16-bit downmix in place of
+    the mean, soxr kept: the three multichannel cases failed."""
+    soundfile = pytest.importorskip("soundfile")
+    from omni_lmms_plugin.media import load_audio
+
+    path = str(tmp_path / "a.wav")
+    soundfile.write(path, _distinct_channels(rate, 2.5, channels), rate, subtype="PCM_16")
+    ours, reference = load_audio(path, seconds=2.5), _reference_audio(path)
+    assert abs(len(ours) - len(reference)) <= 1, (len(ours), len(reference))
+    _assert_same_samples(ours, reference)
+
+
+@pytest.mark.parametrize(("name", "audio_codec"), [("pcm.mkv", "pcm_s16le"), ("aac.mp4", "aac")])
+def test_a_videos_own_track_gets_exactly_the_reference_samples(tmp_path, name, audio_codec):
+    """A video's stereo 44.1 kHz track (audio-in-video; PCM in Matroska, AAC in MP4) loads as the samples the reference feeds: librosa reads a
+    video's track as FFmpeg's interleaved 16-bit output (``-f s16le``), then averages and resamples as for a file.
+    The oracle is ``process_audio_info`` on a WAV of those 16-bit samples: for PCM the track's own samples; for AAC,
+    FFmpeg's float-to-16-bit conversion through PyAV stands in for the ffmpeg binary the reference calls (none here).
+    Breaking checks (by hand): the old path (FFmpeg's float downmix and resampler, after a seek to the start): both
+    failed; the decoder's floats without the 16-bit step: AAC failed; a seek to the start before decoding (as the old
+    path did, which skips AAC's priming packet): AAC failed, its first frame off by up to 0.49."""
+    soundfile = pytest.importorskip("soundfile")
+    import av
+
+    path = str(tmp_path / name)
+    sm.write_video(
+        path,
+        width=160,
+        height=120,
+        duration=3.0,
+        audio_codec=audio_codec,
+        audio_sample_rate=44_100,
+        audio_channels=2,
+        audio_signal="chirp",
+    )
+    converter = av.AudioResampler(format="s16")
+    with av.open(path) as container:
+        stream = container.streams.audio[0]
+        pcm = [f.to_ndarray().reshape(-1) for frame in container.decode(stream) for f in converter.resample(frame)]
+        assert stream.start_time in (0, None)  # the track starts with the video: the reference reads it from there
+    interleaved = np.concatenate(pcm).reshape(-1, 2)
+    wav = str(tmp_path / "track.wav")
+    soundfile.write(wav, interleaved, 44_100, subtype="PCM_16")
+
+    plan = plan_probed_video(probe(path), TokenBudget(max_model_len=32_768), VideoPolicy(use_audio=True))
+    assert plan.audio_samples > 0
+    ours, reference = load_video(path, plan).audio, _reference_audio(wav)
+    assert len(ours) == 48_000 and len(reference) >= len(
+        ours
+    )  # the plan takes the video's 3 s; the reference the track
+    _assert_same_samples(ours, reference)
+
+
+def _builtin_resample_audio():
+    """lmms-eval's built-in Qwen2.5-Omni adapter's ``resample_audio``, compiled from its installed source on its own
+    (importing the module needs moviepy, which the adapter imports for its audio check)."""
+    import ast
+    import importlib.util
+
+    import librosa
+
+    spec = importlib.util.find_spec("lmms_eval.models.simple.qwen2_5_omni")
+    tree = ast.parse(open(spec.origin).read())
+    method = next(
+        node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "resample_audio"
+    )
+    namespace = {"np": np, "librosa": librosa}
+    exec(compile(ast.Module(body=[method], type_ignores=[]), spec.origin, "exec"), namespace)
+    return lambda array, rate: namespace["resample_audio"](None, array, rate)
+
+
+@pytest.mark.parametrize("rate", [44_100, 48_000, 8_000, 16_000])
+def test_a_task_waveform_gets_exactly_the_builtin_adapters_samples_and_features(processor, rate):
+    """An audio dict from a task's doc (``array``, ``sampling_rate``) reaches the processor as lmms-eval's built-in
+    adapter resamples it (``librosa.resample``, soxr high quality): the same samples and the same input features, bit
+    for bit, through our planner and ``prepare_inputs``. Breaking check (by hand): the old linear interpolation onto
+    the 16 kHz grid: the three resampled rates failed (16 kHz needs no resampling)."""
+    pytest.importorskip("librosa")
+    from omni_lmms_plugin.config import AdapterConfig
+    from omni_lmms_plugin.inputs import prepare_inputs
+    from omni_lmms_plugin.request import Request, resolve_settings
+    from omni_lmms_plugin.request_plan import plan_request
+
+    array = _distinct_channels(rate, 2.5, 1)[:, 0]
+    reference = _builtin_resample_audio()(array, rate)
+    config = AdapterConfig()
+    source = {"array": array, "sampling_rate": rate}
+    request = Request(0, "What is heard?", {"max_new_tokens": 4}, 0, "t", "test", lambda doc: [source], {})
+    plan = plan_request(processor, request, config, resolve_settings(request, config), max_model_len=32_768)
+    ours = prepare_inputs(processor, request, plan, config).batch
+    theirs = processor(text=[plan.text], audio=[reference], return_tensors="pt")
+    assert ours["input_ids"].tolist() == theirs["input_ids"].tolist()
+    differ = int((ours["input_features"] != theirs["input_features"]).sum())
+    assert differ == 0, f"{differ} input feature values differ from the built-in adapter's"

@@ -4,7 +4,7 @@
 * :mod:`.video`: the planned frames of a video file, turned upright;
 * :mod:`.resize`: a decoded frame as the RGB pixels the model sees, by the reference's own resize;
 * :mod:`.targets`: which frames exact mode decodes, from the packet index alone (targets, seeks, segments);
-* :mod:`.audio`: an audio stream as mono float32 at 16 kHz;
+* :mod:`.audio`: an audio stream (or a task's waveform) as mono float32 at 16 kHz, as the reference makes it;
 * :mod:`.frames`: image-sequence videos (a folder or a list of frames);
 * :mod:`.image`: still images, read and resized as the reference reads and resizes them.
 
@@ -13,7 +13,7 @@ Times at this package's surface are float seconds from the start of the video st
 
 from __future__ import annotations
 
-from .audio import load_audio
+from .audio import load_audio, mono_16k
 from .frames import is_frame_sequence, load_frames, probe_frames
 from .image import open_image, resize_image
 from .probe import MediaInfo, plan_probed_video, probe
@@ -28,6 +28,7 @@ __all__ = [
     "plan_probed_video",
     "load_video",
     "load_audio",
+    "mono_16k",
     "is_frame_sequence",
     "probe_frames",
     "load_frames",

@@ -563,16 +563,17 @@ def load_video(
             if not container.streams.audio:
                 notes.append("the plan asked for audio but the file has no audio track: audio is None")
             else:
-                audio = decode_audio(
-                    container,
-                    container.streams.audio[0],
-                    name,
-                    origin=float(index.origin * stream.time_base),
-                    start=plan.audio_start,
-                    samples=plan.audio_samples,
-                    pad=True,
-                    deadline=deadline,
-                )
+                with open_container(name) as audio_container:  # fresh, at its start: see decode_audio
+                    audio = decode_audio(
+                        audio_container,
+                        audio_container.streams.audio[0],
+                        name,
+                        origin=float(index.origin * stream.time_base),
+                        start=plan.audio_start,
+                        samples=plan.audio_samples,
+                        pad=True,
+                        deadline=deadline,
+                    )
 
     return LoadedVideo(
         path=name,
