@@ -80,14 +80,13 @@ class PlannedVideo:
 
 @dataclass(frozen=True)
 class PlannedImage:
-    """An image and the size it is fed at: the processor's own size, or (``shrunk``, on a retry) a smaller one that
-    the image is resized to before the processor sees it."""
+    """An image and the size it is fed at (the processor's own size, or a smaller one on a retry), which the image is
+    resized to before the processor sees it, as ``fetch_image`` resizes it."""
 
     image: Any
     height: int
     width: int
     tokens: int
-    shrunk: bool = False
 
     def to_record(self) -> dict[str, Any]:
         return {"kind": "image", "height": self.height, "width": self.width, "total_tokens": self.tokens}
@@ -313,7 +312,7 @@ def plan_request(
                 height, width, tokens = plan_image(
                     image.size[1], image.size[0], min_pixels=min_image, max_pixels=limit, geometry=geometry
                 )
-            planned.append(PlannedImage(image, height, width, tokens, shrunk=scale < 1.0))
+            planned.append(PlannedImage(image, height, width, tokens))
             fixed_tokens += tokens
         elif item.kind == "audio":
             full = _audio_seconds(item)

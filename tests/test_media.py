@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+from fractions import Fraction
 
 import av
 import hostile_media as hm
@@ -610,6 +611,81 @@ def test_load_audio(tmp_path):
     assert capped.shape == (16000,)
     padded = media.load_audio(path, start=3.0, seconds=2.0)
     assert padded.shape == (32000,) and np.abs(padded[20000:]).max() == 0.0
+
+
+def _write_adts(path, rate: int, layout: str, hz: float, seconds: float) -> None:
+    """A raw AAC (ADTS) stream of a tone: such streams can be joined end to end, as a broadcast joins programmes."""
+    channels = 1 if layout == "mono" else 2
+    samples = int(rate * seconds)
+    tone = np.tile((0.5 * np.sin(2 * np.pi * hz * np.arange(samples) / rate)).astype(np.float32), (channels, 1))
+    with av.open(str(path), "w", format="adts") as container:
+        stream = container.add_stream("aac", rate=rate, layout=layout)
+        for at in range(0, samples, 1024):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(tone[:, at : at + 1024]), format="fltp", layout=layout
+            )
+            frame.sample_rate, frame.pts = rate, at
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+@pytest.mark.parametrize("second_rate", [44_100, 22_050])
+def test_a_track_whose_layout_and_rate_change_midway_is_read_whole(tmp_path, second_rate):
+    """A stereo 44.1 kHz AAC stream followed by a mono one (at 44.1 or 22.05 kHz) loads whole: each part converted to
+    the first part's layout and rate, then resampled, each tone in its place. Breaking check (by hand): one converter
+    for the whole track: PyAV refused the first mono frame (a MediaError), failed; the old path (also one
+    converter, and PyAV's ValueError not wrapped) failed."""
+    first, second, joined = tmp_path / "a.aac", tmp_path / "b.aac", tmp_path / "joined.aac"
+    _write_adts(first, 44_100, "stereo", 440.0, 2.0)
+    _write_adts(second, second_rate, "mono", 1000.0, 2.0)
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    audio = media.load_audio(joined)
+    assert abs(len(audio) - 4 * 16000) < 3000  # each part carries its encoder's priming and padding
+    assert _dominant_hz(audio[8000:24000]) == pytest.approx(440, abs=5)
+    assert _dominant_hz(audio[40000:56000]) == pytest.approx(1000, abs=5)
+
+
+def test_a_track_stamped_far_after_the_video_feeds_the_resampler_only_the_span(tmp_path, monkeypatch):
+    """An audio track whose first sample is stamped an hour after the video's start gives the planned 2 s as silence,
+    and the resampler is fed the span's worth of silence, not an hour's (which would be 660 MB at 48 kHz). Breaking
+    check (by hand): the whole lead fed at once: 172,800,000 samples fed, failed."""
+    import soxr
+
+    path = tmp_path / "late.mkv"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("pcm_s16le", rate=48_000, layout="mono")
+        for index in range(20):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), index * 10, dtype=np.uint8), format="rgb24")
+            frame.pts = index
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+        samples = np.full((1, 4800), 1000, dtype=np.int16)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 48_000, 3600 * 48_000, Fraction(1, 48_000)
+        for packet in audio.encode(frame):
+            container.mux(packet)
+        for packet in audio.encode(None):
+            container.mux(packet)
+
+    fed: list[int] = []
+
+    class Counting(soxr.ResampleStream):
+        def resample_chunk(self, x, last=False):
+            fed.append(len(x))
+            return super().resample_chunk(x, last)
+
+    monkeypatch.setattr(media.audio.soxr, "ResampleStream", Counting)
+    plan = media.plan_probed_video(media.probe(path), BIG)
+    plan = dataclasses.replace(plan, audio_start=0.0, audio_seconds=2.0, audio_samples=32000)
+    loaded = media.load_video(path, plan)
+    assert loaded.audio.shape == (32000,) and not loaded.audio.any()
+    assert sum(fed) < 2 * 48_000 + (1 << 17), f"{sum(fed)} samples fed to the resampler for a 2 s span"
 
 
 def test_load_audio_of_a_long_track_stops_at_max_seconds(tmp_path):

@@ -352,18 +352,30 @@ def _assert_same_samples(ours: np.ndarray, reference: np.ndarray) -> None:
     )
 
 
-@pytest.mark.parametrize(("rate", "channels"), [(44_100, 2), (48_000, 6), (22_050, 1), (16_000, 2)])
-def test_an_audio_file_gets_exactly_the_reference_samples(tmp_path, rate, channels):
-    """A 16-bit WAV (stereo, 5.1, mono; 44.1, 48, 22.05 and 16 kHz) loads as the very samples qwen-omni-utils feeds the
-    model: the channels' mean, resampled by soxr's high quality, bit for bit (lengths within one sample: ours is the
+@pytest.mark.parametrize(
+    ("rate", "channels", "subtype"),
+    [
+        (44_100, 2, "PCM_16"),
+        (48_000, 6, "PCM_16"),
+        (22_050, 1, "PCM_16"),
+        (16_000, 2, "PCM_16"),
+        (48_000, 2, "PCM_24"),
+        (44_100, 2, "FLOAT"),
+    ],
+)
+def test_an_audio_file_gets_exactly_the_reference_samples(tmp_path, rate, channels, subtype):
+    """A WAV (16-bit stereo, 5.1 and mono at 44.1, 48, 22.05 and 16 kHz; 24-bit and float stereo) loads as the very
+    samples qwen-omni-utils feeds the model (librosa reads WAV as floats, through soundfile): the channels' mean,
+    resampled by soxr's high quality, bit for bit (lengths within one sample: ours is the
     planned span, librosa's ``ceil(n * 16000 / rate)``). Breaking checks (by hand): the old path (FFmpeg's float
-    downmix, (L+R)/sqrt(2) for stereo, and FFmpeg's resampler): all four failed; FFmpeg's 16-bit downmix in place of
-    the mean, soxr kept: the three multichannel cases failed."""
+    downmix, (L+R)/sqrt(2) for stereo, and FFmpeg's resampler): all six failed; FFmpeg's 16-bit downmix in place of
+    the mean, soxr kept: the three multichannel cases failed; every file read through 16-bit samples: the 24-bit and
+    float cases failed."""
     soundfile = pytest.importorskip("soundfile")
     from omni_lmms_plugin.media import load_audio
 
     path = str(tmp_path / "a.wav")
-    soundfile.write(path, _distinct_channels(rate, 2.5, channels), rate, subtype="PCM_16")
+    soundfile.write(path, _distinct_channels(rate, 2.5, channels), rate, subtype=subtype)
     ours, reference = load_audio(path, seconds=2.5), _reference_audio(path)
     assert abs(len(ours) - len(reference)) <= 1, (len(ours), len(reference))
     _assert_same_samples(ours, reference)
