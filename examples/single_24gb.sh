@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Video-MME on a single 24 GB GPU with Qwen2.5-Omni-7B. A full 32k plan is predicted at 24.0 GiB, over the ~22.5 GiB
 # a 24 GB card leaves usable, so the context is 16k and the vision tower encodes 16 frames at a time (predicted peak
-# 20.9 GiB). Alternative: MODEL=Qwen/Qwen2.5-Omni-3B with the full 32k context (predicted 13.9 GiB): drop the two
+# 20.9 GiB). Alternative: MODEL=Qwen/Qwen2.5-Omni-3B with the full 32k context (predicted 13.7 GiB): drop the two
 # overrides below.
 #
 # Needs: the Video-MME videos under $HF_HOME/videomme/data/ (as lmms-eval's built-in videomme task places them).

@@ -111,8 +111,9 @@ def test_generation_kwargs_are_honoured(model, media, tmp_path):
 
 
 def test_an_unknown_generation_key_is_one_error_before_the_first_sample(model, media):
-    """Catches a bad key becoming one recorded failure per sample (the adapter not calling
-    ``generation.check_generation_kwargs`` first): then no error is raised and two failed records are written."""
+    """Every request's settings are parsed before the first sample, and a bad key is one error naming the task.
+    Breaking check (by hand): settings parsed on first use instead (a lazy mapping in ``generate_until``): the error
+    came from deep in the run without the task's name, failed."""
     docs = [{"question": "Describe.", "visuals": [media["video"]]}] * 2
     journal = model.provenance.samples_path
     before = journal.read_text()
