@@ -158,6 +158,8 @@ def build_manifest(
     import accelerate
     import av
     import lmms_eval
+    import PIL
+    import soxr
     import torch
     import transformers
 
@@ -172,6 +174,9 @@ def build_manifest(
         "lmms_eval": getattr(lmms_eval, "__version__", dist_version("lmms_eval")),
         "accelerate": accelerate.__version__,
         "av": av.__version__,
+        # The media's numbers depend on these too: images are resized by PIL's bicubic, audio resampled by soxr.
+        "pillow": PIL.__version__,
+        "soxr": soxr.__version__,
         "ffmpeg": {
             name: ".".join(map(str, v)) if isinstance(v, tuple) else str(v) for name, v in av.library_versions.items()
         },

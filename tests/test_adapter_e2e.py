@@ -62,6 +62,8 @@ def test_the_cli_writes_results_samples_and_provenance(first_run):
         "lmms_eval",
         "av",
         "ffmpeg",
+        "pillow",
+        "soxr",
         "weight_sha256",
         "model_args",
         "attention",
