@@ -38,6 +38,8 @@ def first_run(tiny_7b, task_dir, tmp_path_factory):
 
 
 def test_the_cli_writes_results_samples_and_provenance(first_run):
+    """The real CLI's results, samples, journal and manifest. Breaking check (by hand) for the manifest's media
+    libraries: soxr's version left out of ``build_manifest``: KeyError, failed."""
     metrics = results(first_run)["results"]["omni_demo"]
     assert "accuracy,none" in metrics and metrics["omni_failed,none"] == 0
     samples = logged_samples(first_run)
