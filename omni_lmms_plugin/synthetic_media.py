@@ -78,6 +78,7 @@ _AUDIO_CODECS: dict[str, str] = {
     ".ogg": "libvorbis",
     ".opus": "libopus",
     ".mka": "aac",
+    ".aac": "aac",  # raw ADTS: such streams can be joined end to end
 }
 # VFR frame durations cycle through these multiples of 1/fps (mean 1.0), so pts are irregular but the average rate holds.
 _VFR_PATTERN = (0.5, 1.5, 1.0, 0.25, 1.75, 1.0)
@@ -364,7 +365,7 @@ def write_audio(
     signal: AudioSignal = "tone",
     tone_hz: float = 440.0,
 ) -> Path:
-    """Write an audio-only file (``.wav``, ``.m4a``, ``.mp3``, ``.flac``, ``.ogg``, ``.opus`` or ``.mka``)."""
+    """Write an audio-only file (``.wav``, ``.m4a``, ``.mp3``, ``.flac``, ``.ogg``, ``.opus``, ``.mka`` or ``.aac``)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _AUDIO_CODECS:

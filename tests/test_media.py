@@ -613,24 +613,6 @@ def test_load_audio(tmp_path):
     assert padded.shape == (32000,) and np.abs(padded[20000:]).max() == 0.0
 
 
-def _write_adts(path, rate: int, layout: str, hz: float, seconds: float) -> None:
-    """A raw AAC (ADTS) stream of a tone: such streams can be joined end to end, as a broadcast joins programmes."""
-    channels = 1 if layout == "mono" else 2
-    samples = int(rate * seconds)
-    tone = np.tile((0.5 * np.sin(2 * np.pi * hz * np.arange(samples) / rate)).astype(np.float32), (channels, 1))
-    with av.open(str(path), "w", format="adts") as container:
-        stream = container.add_stream("aac", rate=rate, layout=layout)
-        for at in range(0, samples, 1024):
-            frame = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(tone[:, at : at + 1024]), format="fltp", layout=layout
-            )
-            frame.sample_rate, frame.pts = rate, at
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-
-
 @pytest.mark.parametrize("second_rate", [44_100, 22_050])
 def test_a_track_whose_layout_and_rate_change_midway_is_read_whole(tmp_path, second_rate):
     """A stereo 44.1 kHz AAC stream followed by a mono one (at 44.1 or 22.05 kHz) loads whole: each part converted to
@@ -638,8 +620,9 @@ def test_a_track_whose_layout_and_rate_change_midway_is_read_whole(tmp_path, sec
     for the whole track: PyAV refused the first mono frame (a MediaError), failed; the old path (also one
     converter, and PyAV's ValueError not wrapped) failed."""
     first, second, joined = tmp_path / "a.aac", tmp_path / "b.aac", tmp_path / "joined.aac"
-    _write_adts(first, 44_100, "stereo", 440.0, 2.0)
-    _write_adts(second, second_rate, "mono", 1000.0, 2.0)
+    # Raw AAC (ADTS) streams can be joined end to end, as a broadcast joins programmes.
+    sm.write_audio(first, duration=2.0, sample_rate=44_100, channels=2, tone_hz=440.0)
+    sm.write_audio(second, duration=2.0, sample_rate=second_rate, channels=1, tone_hz=1000.0)
     joined.write_bytes(first.read_bytes() + second.read_bytes())
     audio = media.load_audio(joined)
     assert abs(len(audio) - 4 * 16000) < 3000  # each part carries its encoder's priming and padding
